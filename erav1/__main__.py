@@ -1,0 +1,5 @@
+import sys
+
+from erav1.cli import main
+
+sys.exit(main())

@@ -1,0 +1,127 @@
+"""The ``erav1`` command line: ``erav1 train``, and more subcommands as they are registered.
+
+Every training option is generated from :class:`erav1.main.Config`, so the help
+text, the defaults and the valid choices have one source.  Errors a user can
+fix print one line and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from erav1.errors import Erav1Error
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Reports a bad option in one line plus a pointer to --help, not a usage dump."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\nRun '{self.prog} --help' to see every option.\n")
+
+
+def _field_type(annotation: object) -> type:
+    """The concrete type behind an annotation such as ``int | None``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation  # type: ignore[return-value]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    from erav1.main import Config
+
+    group = parser.add_argument_group("training options (the Config fields)")
+    hints = typing.get_type_hints(Config)
+    for f in fields(Config):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _field_type(hints[f.name])
+        default = f.default if f.default is not MISSING else None
+        help_text = f"{meta['help']} (default: {default})"
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+                               help=help_text)
+        else:
+            if kind is int and f.name in ("epochs", "batch_size", "eval_batch_size", "subset"):
+                kind = _positive_int
+            group.add_argument(flag, dest=f.name, type=kind, default=default, choices=meta.get("choices"),
+                               help=help_text, metavar=None if meta.get("choices") else f.name.upper())
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from erav1.main import Config, fit
+    from erav1.utils.rundir import CONFIG, read_json
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / CONFIG).exists():
+            raise Erav1Error(
+                f"nothing to resume: {run_dir} has no {CONFIG}. Start a run with 'erav1 train --run-dir {run_dir}'."
+            )
+        values = read_json(run_dir / CONFIG)
+        values.update(run_dir=str(run_dir), resume=True, overwrite=False)
+        if args.device_override:
+            values["device"] = args.device_override
+        config = Config.from_dict(values)
+    else:
+        config = Config.from_dict({f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)})
+    result = fit(config, progress=not args.no_progress)
+    final = result.final
+    print(
+        f"done: final test accuracy {100 * final['test_acc']:.2f}% after {final['epoch']} epochs; "
+        f"files in {result.run_dir}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="erav1", description="ResNet on CIFAR-10: train, analyse, build the book.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="train a model", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a ResNet on CIFAR-10 and write a run directory.",
+    )
+    add_config_arguments(train)
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config")
+    train.add_argument("--device-override", choices=("auto", "cpu", "cuda", "mps"), default=None,
+                       help="with --resume: train on another device than the run started on")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar, only one line per epoch")
+    train.set_defaults(handler=run_train)
+
+    for register in SUBCOMMANDS:
+        register(commands)
+    return parser
+
+
+# Other modules add subcommands (analyze, book) by appending a register function here.
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except Erav1Error as exc:
+        print(f"erav1: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""Train and test loops, and ``fit``: a run from Config to run directory.
+
+Read top to bottom: the Config, one training epoch, one evaluation, then
+``fit``, which wires data, model, optimizer and schedule together, checkpoints
+after every epoch and can resume from the last one.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from erav1.errors import NonFiniteLossError, RunDirError, UsageError
+from erav1.models import MODELS, get_model
+from erav1.utils import rundir
+from erav1.utils.checkpoint import atomic_save, atomic_write_json, load_checkpoint, load_weights
+from erav1.utils.data import ImageSet, iter_batches, load_data
+from erav1.utils.evaluation import predict
+from erav1.utils.policies import (
+    DEVICES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULERS,
+    Runtime,
+    build_optimizer,
+    build_scheduler,
+    check_choice,
+)
+from erav1.utils.tensorboard import TensorBoardLogger
+from erav1.utils.transforms import Augmentation, normalize
+
+NAN_CHECK_EVERY = 10  # steps between loss checks: each check waits for the device
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw: Any) -> Any:
+    """A Config field whose help text and choices also drive the CLI."""
+    return field(default=default, metadata={"help": help, "choices": choices, **kw})
+
+
+@dataclass
+class Config:
+    """Everything that defines a training run. The CLI is generated from these fields."""
+
+    model: str = _opt("resnet18", "model architecture", tuple(MODELS))
+    epochs: int = _opt(20, "number of training epochs")
+    batch_size: int = _opt(128, "training batch size")
+    optimizer: str = _opt("sgd", "optimizer", OPTIMIZERS)
+    lr: float = _opt(0.1, "learning rate (the peak for onecycle)")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(True, "Nesterov momentum for SGD")
+    weight_decay: float = _opt(5e-4, "weight decay")
+    decay_norm_and_bias: bool = _opt(True, "apply weight decay to BatchNorm weights and biases too")
+    scheduler: str = _opt("onecycle", "LR schedule, stepped every batch", SCHEDULERS)
+    pct_start: float = _opt(0.25, "onecycle: fraction of training spent warming up")
+    label_smoothing: float = _opt(0.1, "label smoothing of the cross-entropy loss")
+    crop_padding: int = _opt(4, "RandomCrop zero padding in px (0 turns cropping off)")
+    flip: bool = _opt(True, "random horizontal flip")
+    cutout_size: int = _opt(16, "Cutout square side in px (0 turns Cutout off)")
+    cutout_p: float = _opt(1.0, "fraction of images that get Cutout")
+    seed: int = _opt(0, "random seed: model init, shuffling and augmentation")
+    device: str = _opt("auto", "auto picks cuda, then mps, then cpu", DEVICES)
+    precision: str = _opt("auto", "auto: bf16 where supported, fp16 on older GPUs, else fp32", PRECISIONS)
+    channels_last: bool = _opt(True, "channels_last memory format")
+    compile: bool = _opt(False, "torch.compile the model")
+    data: str = _opt("cifar10", "'cifar10' (official, downloaded) or a path to an image folder or .zip")
+    data_dir: str = _opt("~/.cache/erav1", "where the official dataset and decoded-image caches live")
+    subset: int | None = _opt(None, "use N images per split, stratified by class (quick runs)")
+    val_fraction: float = _opt(0.0, "hold out this fraction of train for validation (0: score on test)")
+    eval_batch_size: int = _opt(512, "batch size for evaluation")
+    run_dir: str = _opt("runs/resnet18", "where the run's files go")
+    resume: bool = _opt(False, "continue the run in run_dir from its last finished epoch", cli=False)
+    overwrite: bool = _opt(False, "replace a run that run_dir already holds")
+
+    def __post_init__(self) -> None:
+        check_choice("model", self.model, tuple(MODELS))
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("scheduler", self.scheduler, SCHEDULERS)
+        check_choice("device", self.device, DEVICES)
+        check_choice("precision", self.precision, PRECISIONS)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.subset is not None and self.subset < 1:
+            raise UsageError(f"subset must be at least 1, got {self.subset}")
+        if self.lr <= 0:
+            raise UsageError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise UsageError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("label_smoothing", "cutout_p", "pct_start"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UsageError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"unknown config option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.crop_padding, self.flip, self.cutout_size, self.cutout_p)
+
+
+# Options that may change between a run and its resumption without changing its result.
+RESUMABLE_CHANGES = {"device", "data_dir", "run_dir", "resume", "overwrite", "compile", "eval_batch_size"}
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    history: list[dict[str, float]]
+    run_dir: Path
+    classes: list[str]
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The last epoch's record: the reported result, never the best epoch."""
+        return self.history[-1]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    dataset: ImageSet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    criterion: nn.Module,
+    runtime: Runtime,
+    scaler: torch.amp.GradScaler,
+    augment: Augmentation,
+    generator: torch.Generator,
+    batch_size: int,
+    epoch: int,
+    progress: bool = True,
+) -> dict[str, float]:
+    """One pass over ``dataset`` (already on the device) in a seeded random order."""
+    model.train()
+    n = len(dataset)
+    order = torch.randperm(n, generator=generator, device=generator.device)
+    loss_sum = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), dtype=torch.long, device=runtime.device)
+    recent: list[torch.Tensor] = []
+    bar = tqdm(total=n, desc=f"epoch {epoch}", unit="img", file=sys.stdout, leave=False,
+               disable=not progress, mininterval=1.0, ascii=True)
+    start = time.perf_counter()
+    for step, idx in enumerate(iter_batches(n, batch_size, order), start=1):
+        images = augment(dataset.images[idx], generator)
+        x = normalize(images).contiguous(memory_format=runtime.memory_format)
+        y = dataset.labels[idx]
+        with runtime.autocast():
+            logits = model(x)
+            loss = criterion(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+
+        loss = loss.detach()
+        loss_sum += loss * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        recent.append(loss)
+        bar.update(len(y))
+        if step % NAN_CHECK_EVERY == 0 or step * batch_size >= n:
+            window = torch.stack(recent)
+            finite = torch.isfinite(window)
+            if not finite.all():
+                bad = step - len(recent) + 1 + int((~finite).nonzero()[0])
+                raise NonFiniteLossError(
+                    f"the training loss became {window[~finite][0].item()} at epoch {epoch}, step {bad} "
+                    f"(lr {lr:.4g}); the run stopped and the last good checkpoint is kept. "
+                    "Lower --lr, or try --precision fp32."
+                )
+            bar.set_postfix(loss=f"{window.float().mean().item():.3f}", lr=f"{lr:.4f}", refresh=False)
+            recent.clear()
+    bar.close()
+    seconds = time.perf_counter() - start
+    return {
+        "train_loss": loss_sum.item() / n,
+        "train_acc": correct.item() / n,
+        "lr": lr,
+        "train_seconds": seconds,
+        "images_per_s": n / seconds,
+    }
+
+
+def evaluate(
+    model: nn.Module, dataset: ImageSet, runtime: Runtime, batch_size: int = 512, label_smoothing: float = 0.0
+) -> dict[str, float]:
+    """Loss and accuracy on a dataset: one batched pass, no augmentation."""
+    predictions = predict(model, dataset, runtime, batch_size)
+    return {"loss": predictions.loss(label_smoothing), "acc": predictions.accuracy()}
+
+
+def _start_or_resume(config: Config, run_dir: Path) -> dict[str, Any] | None:
+    """Check the run directory and return the checkpoint to resume from, if any."""
+    if not rundir.holds_run(run_dir):
+        return None
+    if config.overwrite:
+        rundir.clear_run(run_dir)
+        return None
+    if not config.resume:
+        raise RunDirError(
+            f"{run_dir} already holds a run. Continue it with 'erav1 train --resume {run_dir}', "
+            f"or replace it with --overwrite."
+        )
+    if not (run_dir / rundir.CHECKPOINT).exists():
+        return None  # stopped before its first epoch ended: nothing to keep
+    checkpoint = load_checkpoint(run_dir / rundir.CHECKPOINT)
+    saved = checkpoint.get("config", {}) if isinstance(checkpoint, dict) else {}
+    changed = sorted(
+        k for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k, v) != v
+    )
+    if changed:
+        detail = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed)
+        raise RunDirError(
+            f"cannot resume {run_dir} with different settings ({detail}); "
+            "resume with its own config.json ('erav1 train --resume RUN_DIR'), or use --overwrite."
+        )
+    return checkpoint
+
+
+def _format_epoch(record: dict[str, float], epochs: int, eval_name: str) -> str:
+    return (
+        f"epoch {int(record['epoch']):>3}/{epochs}  "
+        f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:6.2f}%  "
+        f"{eval_name} loss {record[eval_name + '_loss']:.4f} acc {100 * record[eval_name + '_acc']:6.2f}%  "
+        f"lr {record['lr']:.4f}  {record['seconds']:.0f}s  {record['images_per_s']:.0f} img/s"
+    )
+
+
+def fit(config: Config, progress: bool = True) -> FitResult:
+    """Train ``config.model`` for ``config.epochs``; write and return the run."""
+    run_dir = Path(config.run_dir).expanduser()
+    checkpoint = _start_or_resume(config, run_dir)
+    runtime = Runtime.create(config.device, config.precision, config.channels_last)
+    if runtime.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    data = load_data(config.data, config.data_dir, config.subset, config.val_fraction)
+    torch.manual_seed(config.seed)
+    model = runtime.prepare(get_model(config.model, num_classes=len(data.classes)))
+    optimizer = build_optimizer(
+        config.optimizer, model, config.lr, config.weight_decay, config.momentum, config.nesterov,
+        config.decay_norm_and_bias,
+    )
+    steps_per_epoch = -(-len(data.train) // config.batch_size)
+    scheduler = build_scheduler(config.scheduler, optimizer, config.epochs, steps_per_epoch, config.pct_start)
+    scaler = runtime.grad_scaler()
+    generator = torch.Generator(device=runtime.device).manual_seed(config.seed)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    history: list[dict[str, float]] = []
+    if checkpoint is not None:
+        load_weights(model, checkpoint["model"], run_dir / rundir.CHECKPOINT)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        generator.set_state(checkpoint["rng"]["generator"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        history = checkpoint["history"]
+        print(f"resuming {run_dir} after epoch {len(history)}/{config.epochs}")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(config.to_dict(), run_dir / rundir.CONFIG)
+    atomic_write_json(rundir.environment_info(runtime.device, runtime.precision), run_dir / rundir.ENVIRONMENT)
+    atomic_write_json(history, run_dir / rundir.HISTORY)
+
+    train_set = data.train.to(runtime.device)
+    eval_name, eval_set = data.eval_name, data.eval_set.to(runtime.device)
+    train_model = torch.compile(model) if config.compile else model
+    logger = TensorBoardLogger(run_dir / rundir.TENSORBOARD, start_epoch=len(history))
+    print(
+        f"training {config.model} on {len(train_set)} images ({data.source}), scoring {eval_name} "
+        f"({len(eval_set)}) | {runtime.device}, {runtime.precision}, batch {config.batch_size}"
+    )
+    try:
+        for epoch in range(len(history) + 1, config.epochs + 1):
+            start = time.perf_counter()
+            record = {"epoch": epoch}
+            record |= train_one_epoch(
+                train_model, train_set, optimizer, scheduler, criterion, runtime, scaler,
+                config.augmentation, generator, config.batch_size, epoch, progress,
+            )
+            scores = evaluate(model, eval_set, runtime, config.eval_batch_size, config.label_smoothing)
+            record |= {f"{eval_name}_loss": scores["loss"], f"{eval_name}_acc": scores["acc"]}
+            if epoch == config.epochs and data.val is not None:
+                final = evaluate(model, data.test, runtime, config.eval_batch_size, config.label_smoothing)
+                record |= {"test_loss": final["loss"], "test_acc": final["acc"]}
+            record["seconds"] = time.perf_counter() - start
+            history.append(record)
+            atomic_save(
+                {
+                    "format": "erav1-checkpoint-1",
+                    "epoch": epoch,
+                    "config": config.to_dict(),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
+                    "history": history,
+                    "classes": data.classes,
+                },
+                run_dir / rundir.CHECKPOINT,
+            )
+            atomic_write_json(history, run_dir / rundir.HISTORY)
+            logger.log_epoch(record)
+            print(_format_epoch(record, config.epochs, eval_name), flush=True)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: {len(history)} of {config.epochs} epochs are saved in {run_dir / rundir.CHECKPOINT}. "
+            f"Resume with: erav1 train --resume {run_dir}",
+            flush=True,
+        )
+        raise
+    finally:
+        logger.close()
+
+    atomic_save(model.state_dict(), run_dir / rundir.WEIGHTS)
+    return FitResult(model, history, run_dir, data.classes)

@@ -1,0 +1,26 @@
+"""Models by name: ``get_model("resnet18", num_classes=10)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from erav1.errors import UsageError
+from erav1.models.resnet import BasicBlock, ResNet, ResNet18, ResNet34
+
+MODELS: dict[str, Callable[[int], nn.Module]] = {
+    "resnet18": ResNet18,
+    "resnet34": ResNet34,
+}
+
+
+def get_model(name: str, num_classes: int = 10) -> nn.Module:
+    try:
+        factory = MODELS[name.lower()]
+    except KeyError:
+        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
+    return factory(num_classes)
+
+
+__all__ = ["MODELS", "BasicBlock", "ResNet", "ResNet18", "ResNet34", "get_model"]

@@ -1,0 +1,1 @@
+"""One module per concern: data, transforms, policies, evaluation, Grad-CAM, plots ..."""

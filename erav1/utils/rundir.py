@@ -1,0 +1,94 @@
+"""The run directory: what a training run writes, and how a later step reads it.
+
+    RUN_DIR/config.json       the Config, as JSON
+    RUN_DIR/environment.json  torch version, device, CPU/GPU model, git commit
+    RUN_DIR/history.json      one record per finished epoch
+    RUN_DIR/last.pt           everything needed to resume, after every epoch
+    RUN_DIR/model.pt          the final weights (a state_dict)
+    RUN_DIR/tensorboard/      TensorBoard event files
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import erav1
+from erav1.errors import RunDirError
+
+CONFIG, ENVIRONMENT, HISTORY = "config.json", "environment.json", "history.json"
+CHECKPOINT, WEIGHTS, TENSORBOARD = "last.pt", "model.pt", "tensorboard"
+RUN_FILES = (CONFIG, ENVIRONMENT, HISTORY, CHECKPOINT, WEIGHTS)
+
+
+def holds_run(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in (CONFIG, CHECKPOINT, WEIGHTS))
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove a previous run's files (and only those) for --overwrite."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for folder in (TENSORBOARD, "report"):
+        shutil.rmtree(run_dir / folder, ignore_errors=True)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(
+            f"{path} does not exist; is {path.parent} a run directory written by 'erav1 train'?"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path} is not valid JSON ({exc})") from None
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    return read_json(Path(run_dir) / HISTORY)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(erav1.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment_info(device: torch.device, precision: str) -> dict[str, Any]:
+    info = {
+        "erav1": erav1.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "precision": precision,
+        "cpu": _cpu_model(),
+        "cpu_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "git_commit": _git_commit(),
+    }
+    return info

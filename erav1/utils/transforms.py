@@ -1,0 +1,120 @@
+"""Batched, seeded augmentation as tensor ops on the training device.
+
+Every function takes a batch ``(N, C, H, W)`` (or one image ``(C, H, W)``) of
+any dtype, draws an independent random choice per image from ``generator``,
+and never loops over samples in Python.  Training applies them to uint8
+batches before normalisation; the book applies the very same functions to
+single images to show what they do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def _stats(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (3, 1, 1) if like.dim() == 3 else (1, 3, 1, 1)
+    mean = torch.tensor(CIFAR10_MEAN, device=like.device).view(shape)
+    std = torch.tensor(CIFAR10_STD, device=like.device).view(shape)
+    return mean, std
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (or floats in [0, 1]) -> float32 with CIFAR-10 mean 0, std 1."""
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    mean, std = _stats(x)
+    return (x - mean) / std
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Undo :func:`normalize`: back to RGB floats in [0, 1] for display."""
+    mean, std = _stats(x)
+    return (x.float() * std + mean).clamp(0.0, 1.0)
+
+
+def _batched(fn):
+    """Let a batch transform also accept a single (C, H, W) image."""
+
+    def wrapper(images: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if images.dim() == 3:
+            return fn(images.unsqueeze(0), *args, **kwargs).squeeze(0)
+        return fn(images, *args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    return wrapper
+
+
+@_batched
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """RandomCrop(size, padding) with zero padding: each image shifts by up to ``padding`` px."""
+    if padding == 0:
+        return images
+    n, _, h, w = images.shape
+    device = images.device
+    padded = F.pad(images, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
+    rows = (dy[:, None] + torch.arange(h, device=device))[:, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=device))[:, None, :]
+    batch = torch.arange(n, device=device)[:, None, None]
+    # Gather in NHWC; the permuted view back to NCHW is already channels_last.
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+@_batched
+def random_horizontal_flip(
+    images: torch.Tensor, generator: torch.Generator, p: float = 0.5
+) -> torch.Tensor:
+    """Mirror each image left-right with probability ``p``."""
+    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < p
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+@_batched
+def cutout(
+    images: torch.Tensor, size: int, generator: torch.Generator, p: float = 1.0
+) -> torch.Tensor:
+    """Cutout (DeVries & Taylor, 2017): zero a ``size`` x ``size`` square per image.
+
+    The centre is uniform over the image, so the square is clipped at the
+    borders.  With ``p < 1`` only that fraction of images is cut; the random
+    draws are the same either way, so a seed means the same squares.
+    """
+    n, _, h, w = images.shape
+    device = images.device
+    cy = torch.randint(0, h, (n, 1), generator=generator, device=device)
+    cx = torch.randint(0, w, (n, 1), generator=generator, device=device)
+    apply = torch.rand(n, generator=generator, device=device) < p
+    top, left = cy - size // 2, cx - size // 2
+    ys = torch.arange(h, device=device)
+    xs = torch.arange(w, device=device)
+    in_rows = (ys >= top) & (ys < top + size)
+    in_cols = (xs >= left) & (xs < left + size)
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]
+    return images.masked_fill(mask[:, None], 0)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The training augmentation: crop with zero padding, flip, Cutout."""
+
+    crop_padding: int = 4
+    flip: bool = True
+    cutout_size: int = 16
+    cutout_p: float = 1.0
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        images = random_crop(images, self.crop_padding, generator)
+        if self.flip:
+            images = random_horizontal_flip(images, generator)
+        if self.cutout_size > 0 and self.cutout_p > 0:
+            images = cutout(images, self.cutout_size, generator, self.cutout_p)
+        return images
