@@ -103,13 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar, only one line per epoch")
     train.set_defaults(handler=run_train)
 
-    for register in SUBCOMMANDS:
-        register(commands)
     return parser
-
-
-# Other modules add subcommands (analyze, book) by appending a register function here.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
