@@ -79,9 +79,8 @@ def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: in
 
 
 def _row_accuracy(confusion: torch.Tensor) -> torch.Tensor:
-    """Correct / total per true class; NaN for a class with no images, which has no accuracy."""
-    totals = confusion.sum(dim=1).double()
-    return (confusion.diagonal().double() / totals).float()
+    """Correct / total per true class, float64; NaN for a class with no images, which has no accuracy."""
+    return confusion.diagonal().double() / confusion.sum(dim=1).double()
 
 
 def class_accuracy(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -104,7 +103,7 @@ class EvaluationReport:
         confusion = confusion_matrix(predictions.preds, predictions.targets, len(classes))
         per_class = _row_accuracy(confusion).tolist()
         return cls(
-            accuracy=predictions.accuracy(),
+            accuracy=(confusion.trace().double() / confusion.sum()).item(),
             class_accuracy=dict(zip(classes, per_class, strict=True)),
             confusion=confusion,
             classes=list(classes),

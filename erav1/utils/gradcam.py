@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -112,10 +113,16 @@ def choose_target_layer(model: nn.Module, image_size: int = 32, min_size: int = 
     return fine[-1]
 
 
-def _resolve_layer(
-    model: nn.Module, layer: str, image_size: int, allow_coarse: bool
-) -> tuple[str, nn.Module, tuple[int, int]]:
-    """The layer's name, module and map size; refuses a map too coarse to localise anything."""
+class TargetLayer(NamedTuple):
+    name: str
+    module: nn.Module
+    map_size: tuple[int, int]  # (H, W) of its output for the given image size
+
+
+def resolve_target_layer(
+    model: nn.Module, layer: str = "auto", image_size: int = 32, allow_coarse: bool = False
+) -> TargetLayer:
+    """The Grad-CAM layer ``"auto"`` or a name stands for; refuses a map too coarse to localise anything."""
     name = choose_target_layer(model, image_size) if layer == "auto" else layer
     try:
         module = model.get_submodule(name)
@@ -133,7 +140,7 @@ def _resolve_layer(
             f"Use layer='auto' (the deepest block with a map of at least {MIN_MAP_SIZE}x{MIN_MAP_SIZE}), "
             "or pass allow_coarse=True (--allow-coarse) to use it anyway."
         )
-    return name, module, (h, w)
+    return TargetLayer(name, module, (h, w))
 
 
 # --- the CAMs ------------------------------------------------------------------------------
@@ -191,8 +198,7 @@ def compute_cams(
     targets = [int(c) for c in classes]
     if len(targets) != len(images_uint8):
         raise ValueError(f"{len(targets)} target classes for {len(images_uint8)} images")
-    size = images_uint8.shape[-1]
-    name, module, _ = _resolve_layer(model, layer, size, allow_coarse)
+    target_layer = resolve_target_layer(model, layer, images_uint8.shape[-1], allow_coarse)
     if not targets:
         return np.zeros((0, *images_uint8.shape[-2:]), dtype=np.float32)
     cams = []
@@ -201,8 +207,8 @@ def compute_cams(
         stack.enter_context(torch.enable_grad())
         stack.enter_context(_restored_modes(model))
         stack.enter_context(_frozen_parameters(model))
-        stack.enter_context(_gradients_from(module))
-        cam = stack.enter_context(GradCAM(model=model, target_layers=[module]))
+        stack.enter_context(_gradients_from(target_layer.module))
+        cam = stack.enter_context(GradCAM(model=model, target_layers=[target_layer.module]))
         for idx in iter_batches(len(targets), batch_size):
             x = normalize(images_uint8[idx].to(runtime.device)).contiguous(memory_format=runtime.memory_format)
             batch_targets = [ClassifierOutputTarget(c) for c in targets[idx]]
@@ -247,14 +253,14 @@ def gradcam_misclassified(
         images = torch.stack([item.image for item in items]).cpu()
     else:
         images = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
-    name, _, map_size = _resolve_layer(model, layer, images.shape[-1], allow_coarse)
-    targets = [item.pred for item in items] + [item.true for item in items]
-    cams = compute_cams(model, torch.cat([images, images]), targets, runtime, layer=name, allow_coarse=allow_coarse)
+    target = resolve_target_layer(model, layer, images.shape[-1], allow_coarse)
+    classes = [item.pred for item in items] + [item.true for item in items]
+    cams = compute_cams(model, torch.cat([images, images]), classes, runtime, target.name, allow_coarse=allow_coarse)
     cams_pred, cams_true = cams[: len(items)], cams[len(items):]
     images01 = images.permute(0, 2, 3, 1).float().numpy() / 255.0
     return GradCamResult(
-        layer=name,
-        map_size=map_size,
+        layer=target.name,
+        map_size=target.map_size,
         cams_pred=cams_pred,
         cams_true=cams_true,
         overlays_pred=_overlay(images01, cams_pred),
