@@ -113,10 +113,11 @@ def test_trained_model_matches_plain_pytorch_grad_cam(tiny_run, images):
 
 
 def test_trained_model_cams_are_not_constant(tiny_run, small_splits):
-    test = small_splits.test
+    test = small_splits.test.take(torch.arange(0, 500, 4))  # 125 images, all classes
     items = find_misclassified(predict(tiny_run.model, test, CPU), test, n=10)
+    assert len(items) == 10
     result = gradcam_misclassified(tiny_run.model, items, CPU)
-    spread = result.cams_pred.reshape(len(items), -1).ptp(axis=1)
+    spread = np.ptp(result.cams_pred.reshape(len(items), -1), axis=1)
     assert (spread > 0.5).mean() >= 0.8, spread  # they point somewhere
     assert not np.allclose(result.cams_pred, result.cams_true)  # and each class somewhere else
 
@@ -143,7 +144,7 @@ def test_mode_requires_grad_and_gradients_are_restored(images):
 
 
 def test_works_under_no_grad_and_inference_mode(untrained, images):
-    images, targets = images[:2], [1, 1]
+    images, targets = images[:1], [1]
     expected = compute_cams(untrained, images, targets, CPU)
     with torch.no_grad():
         np.testing.assert_array_equal(compute_cams(untrained, images, targets, CPU), expected)

@@ -101,9 +101,7 @@ def feature_map_shapes(model: nn.Module, image_size: int = 32) -> dict[str, tupl
     return _output_shapes(model, _layer_names(model), image_size)
 
 
-def choose_target_layer(model: nn.Module, image_size: int = 32, min_size: int = MIN_MAP_SIZE) -> str:
-    """The deepest residual block whose output map is at least ``min_size`` x ``min_size``."""
-    shapes = _output_shapes(model, _block_names(model), image_size)
+def _deepest_block(shapes: dict[str, tuple[int, int, int]], min_size: int, image_size: int) -> str:
     fine = [name for name, (_, h, w) in shapes.items() if min(h, w) >= min_size]
     if not fine:
         raise UsageError(
@@ -111,6 +109,11 @@ def choose_target_layer(model: nn.Module, image_size: int = 32, min_size: int = 
             f"{image_size}x{image_size} images; name a layer and pass allow_coarse=True"
         )
     return fine[-1]
+
+
+def choose_target_layer(model: nn.Module, image_size: int = 32, min_size: int = MIN_MAP_SIZE) -> str:
+    """The deepest residual block whose output map is at least ``min_size`` x ``min_size``."""
+    return _deepest_block(_output_shapes(model, _block_names(model), image_size), min_size, image_size)
 
 
 class TargetLayer(NamedTuple):
@@ -123,16 +126,17 @@ def resolve_target_layer(
     model: nn.Module, layer: str = "auto", image_size: int = 32, allow_coarse: bool = False
 ) -> TargetLayer:
     """The Grad-CAM layer ``"auto"`` or a name stands for; refuses a map too coarse to localise anything."""
-    name = choose_target_layer(model, image_size) if layer == "auto" else layer
-    try:
-        module = model.get_submodule(name)
-    except AttributeError:
-        choices = ", ".join(feature_map_shapes(model, image_size))
-        raise UsageError(f"the model has no layer {name!r}; use 'auto' or one of: {choices}") from None
-    shape = _output_shapes(model, [name], image_size).get(name)
-    if shape is None:
+    if layer != "auto":
+        try:
+            model.get_submodule(layer)
+        except AttributeError:
+            choices = ", ".join(feature_map_shapes(model, image_size))
+            raise UsageError(f"the model has no layer {layer!r}; use 'auto' or one of: {choices}") from None
+    shapes = _output_shapes(model, _block_names(model) if layer == "auto" else [layer], image_size)
+    name = _deepest_block(shapes, MIN_MAP_SIZE, image_size) if layer == "auto" else layer
+    if name not in shapes:
         raise UsageError(f"layer {name!r} outputs no (N, C, H, W) feature map, so Grad-CAM cannot use it")
-    h, w = shape[1:]
+    _, h, w = shapes[name]
     if min(h, w) < MIN_MAP_SIZE and not allow_coarse:
         raise UsageError(
             f"layer {name!r} outputs a {h}x{w} map on {image_size}x{image_size} images: each CAM cell covers "
@@ -140,7 +144,7 @@ def resolve_target_layer(
             f"Use layer='auto' (the deepest block with a map of at least {MIN_MAP_SIZE}x{MIN_MAP_SIZE}), "
             "or pass allow_coarse=True (--allow-coarse) to use it anyway."
         )
-    return TargetLayer(name, module, (h, w))
+    return TargetLayer(name, model.get_submodule(name), (h, w))
 
 
 # --- the CAMs ------------------------------------------------------------------------------
@@ -195,10 +199,16 @@ def compute_cams(
     precision, so a batch and the same images one by one give the same maps.
     The model's modes, ``requires_grad`` flags and gradients are as before.
     """
-    targets = [int(c) for c in classes]
+    target_layer = resolve_target_layer(model, layer, images_uint8.shape[-1], allow_coarse)
+    return _cams(model, images_uint8, [int(c) for c in classes], runtime, target_layer, batch_size)
+
+
+def _cams(
+    model: nn.Module, images_uint8: torch.Tensor, targets: list[int], runtime: Runtime, target_layer: TargetLayer,
+    batch_size: int = 64,
+) -> np.ndarray:
     if len(targets) != len(images_uint8):
         raise ValueError(f"{len(targets)} target classes for {len(images_uint8)} images")
-    target_layer = resolve_target_layer(model, layer, images_uint8.shape[-1], allow_coarse)
     if not targets:
         return np.zeros((0, *images_uint8.shape[-2:]), dtype=np.float32)
     cams = []
@@ -247,7 +257,7 @@ def gradcam_misclassified(
 ) -> GradCamResult:
     """Where the model looked for what it predicted, and for what the image really is.
 
-    Both classes go through one batched :func:`compute_cams` call.
+    Both classes go through one batched Grad-CAM pass, as in :func:`compute_cams`.
     """
     if items:
         images = torch.stack([item.image for item in items]).cpu()
@@ -255,7 +265,7 @@ def gradcam_misclassified(
         images = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
     target = resolve_target_layer(model, layer, images.shape[-1], allow_coarse)
     classes = [item.pred for item in items] + [item.true for item in items]
-    cams = compute_cams(model, torch.cat([images, images]), classes, runtime, target.name, allow_coarse=allow_coarse)
+    cams = _cams(model, torch.cat([images, images]), classes, runtime, target)
     cams_pred, cams_true = cams[: len(items)], cams[len(items):]
     images01 = images.permute(0, 2, 3, 1).float().numpy() / 255.0
     return GradCamResult(
