@@ -155,6 +155,7 @@ def load_model(
     Class names come from ``classes``, else the checkpoint, else CIFAR-10.
     Every file is read with ``weights_only=True``.
     """
+    runtime = Runtime.create(device, precision)  # an unavailable device fails before any loading
     source = Path(source).expanduser()
     config = None
     if source.is_dir():
@@ -174,7 +175,6 @@ def load_model(
     model = get_model(model_name, num_classes=len(classes))
     _check_class_count(model, state_dict, classes, weights_file)
     load_weights(model, state_dict, weights_file)
-    runtime = Runtime.create(device, precision)
     model = runtime.prepare(model).eval()
     return LoadedModel(model, runtime, list(classes), config, weights_file)
 
