@@ -213,8 +213,8 @@ def _cams(
         return np.zeros((0, *images_uint8.shape[-2:]), dtype=np.float32)
     cams = []
     with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.inference_mode(False))
-        stack.enter_context(torch.enable_grad())
+        stack.enter_context(torch.inference_mode(False))  # grad-cam needs autograd, even inside a caller's
+        stack.enter_context(torch.enable_grad())  # torch.inference_mode() or torch.no_grad()
         stack.enter_context(_restored_modes(model))
         stack.enter_context(_frozen_parameters(model))
         stack.enter_context(_gradients_from(target_layer.module))
