@@ -102,6 +102,49 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_analyze(args: argparse.Namespace) -> int:
+    from erav1.analysis import METRICS, REPORT, analyze_run
+
+    metrics = analyze_run(
+        args.run_dir, n=args.n, layer=args.layer, order=args.order, data=args.data, data_dir=args.data_dir,
+        device=args.device, precision=args.precision, allow_coarse=args.allow_coarse,
+    )
+    h, w = metrics["gradcam"]["map_size"]
+    print(
+        f"test accuracy {100 * metrics['accuracy']:.2f}% on {metrics['num_images']} images; "
+        f"{len(metrics['misclassified']['items'])} misclassified shown, Grad-CAM at {metrics['gradcam']['layer']} "
+        f"({h}x{w}); {len(metrics['figures'])} figures and {METRICS} in {Path(args.run_dir) / REPORT}"
+    )
+    return 0
+
+
+def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
+    from erav1.utils.misclassified import ORDERS
+    from erav1.utils.policies import DEVICES, PRECISIONS
+
+    analyze = commands.add_parser(
+        "analyze", help="evaluate a run and write its report",
+        description="Score a trained run on its test split; write every figure and metrics.json to RUN_DIR/report/.",
+    )
+    analyze.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'erav1 train'")
+    analyze.add_argument("--n", type=_positive_int, default=10,
+                         help="how many misclassified images to show (default: %(default)s)")
+    analyze.add_argument("--order", choices=ORDERS, default="confidence",
+                         help="confidence: the most confident mistakes first; index: in test-set order "
+                              "(default: %(default)s)")
+    analyze.add_argument("--layer", default="auto",
+                         help="Grad-CAM layer, e.g. layer3.1; auto: the deepest residual block with a map of at "
+                              "least 5x5 (default: %(default)s)")
+    analyze.add_argument("--allow-coarse", action="store_true", help="accept a --layer whose map is under 5x5")
+    analyze.add_argument("--data", help="dataset to score (default: the run's, from its config.json)")
+    analyze.add_argument("--data-dir", help="dataset cache folder (default: the run's, from its config.json)")
+    analyze.add_argument("--device", choices=DEVICES, default="auto",
+                         help="auto picks cuda, then mps, then cpu (default: %(default)s)")
+    analyze.add_argument("--precision", choices=PRECISIONS, default="auto",
+                         help="precision of the evaluation pass (default: %(default)s)")
+    analyze.set_defaults(handler=run_analyze)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="erav1", description="ResNet on CIFAR-10: train, analyse, build the book.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -116,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --resume: train on another device than the run started on")
     train.add_argument("--no-progress", action="store_true", help="no progress bar, only one line per epoch")
     train.set_defaults(handler=run_train)
+    add_analyze_parser(commands)
 
     return parser
 

@@ -37,6 +37,8 @@ LAYOUTS = (
     "test/<class>/<image>, with the same class folders in both."
 )
 OFFICIAL_ARCHIVE = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+# The label order of the official release, which sorted image-folder names also give.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 @dataclass

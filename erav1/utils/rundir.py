@@ -54,6 +54,20 @@ def read_history(run_dir: str | Path) -> list[dict[str, float]]:
     return read_json(Path(run_dir) / HISTORY)
 
 
+def find_weights(run_dir: str | Path) -> Path:
+    """The file holding a run's model: the final ``model.pt``, else the last checkpoint of an unfinished run."""
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} does not exist; train one with 'erav1 train --run-dir {run_dir}'")
+    for name in (WEIGHTS, CHECKPOINT):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise RunDirError(
+        f"{run_dir} holds no model (neither {WEIGHTS} nor {CHECKPOINT}); "
+        f"train one with 'erav1 train --run-dir {run_dir}', or resume it with 'erav1 train --resume {run_dir}'"
+    )
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(

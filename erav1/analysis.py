@@ -1,0 +1,95 @@
+"""``erav1 analyze``: everything a reader looks at after training, written into ``RUN_DIR/report/``.
+
+One prediction pass over the run's test split gives the accuracy, the
+class-wise accuracy and the confusion matrix; the most instructive mistakes
+then get Grad-CAM for their predicted and their true class.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from erav1.main import Config
+from erav1.utils import plots
+from erav1.utils.checkpoint import atomic_write_json
+from erav1.utils.data import load_data
+from erav1.utils.evaluation import evaluate_model, load_model
+from erav1.utils.gradcam import gradcam_misclassified, resolve_target_layer
+from erav1.utils.misclassified import find_misclassified
+from erav1.utils.rundir import CONFIG, find_weights, read_history, read_json
+
+REPORT, METRICS = "report", "metrics.json"
+
+
+def analyze_run(
+    run_dir: str | os.PathLike,
+    n: int = 10,
+    layer: str = "auto",
+    order: str = "confidence",
+    data: str | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    allow_coarse: bool = False,
+) -> dict[str, Any]:
+    """Evaluate the run on its test split and write every figure and ``metrics.json``; returns the metrics.
+
+    ``data`` and ``data_dir`` default to the run's own config.json, as does its
+    ``subset``, so a quick run is scored on the same images it was tested on.
+    """
+    run_dir = Path(run_dir).expanduser()
+    find_weights(run_dir)  # no model: fail before decoding any data
+    config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else {}
+    defaults = Config()
+    splits = load_data(
+        data or config.get("data", defaults.data),
+        data_dir or config.get("data_dir", defaults.data_dir),
+        config.get("subset"),
+    )
+    loaded = load_model(run_dir, device, precision, classes=splits.classes)
+    resolve_target_layer(loaded.model, layer, splits.test.images.shape[-1], allow_coarse)  # a bad --layer fails now
+    report = evaluate_model(loaded.model, splits.test, loaded.runtime, config.get("eval_batch_size", 512))
+    items = find_misclassified(report.predictions, splits.test, n, order)
+    cams = gradcam_misclassified(loaded.model, items, loaded.runtime, layer, allow_coarse)
+    history = read_history(run_dir)
+
+    figures = {
+        "loss_curves": plots.plot_loss_curves(history),
+        "accuracy_curves": plots.plot_accuracy_curves(history),
+        "lr_schedule": plots.plot_lr_schedule(history),
+        "class_accuracy": plots.plot_class_accuracy(report),
+        "confusion_matrix": plots.plot_confusion_matrix(report),
+        "misclassified": plots.plot_misclassified(items, splits.classes),
+        "gradcam": plots.plot_gradcam(cams, items, splits.classes),
+    }
+    out = run_dir / REPORT
+    for name, fig in figures.items():
+        plots.save_figure(fig, out / f"{name}.png")
+
+    metrics = {
+        "run_dir": str(run_dir),
+        "weights": str(loaded.source),
+        "data": splits.source,
+        "split": "test",
+        **report.to_dict(),
+        "misclassified": {
+            "order": order,
+            "items": [
+                {
+                    "index": item.index,
+                    "true": item.true,
+                    "true_class": splits.classes[item.true],
+                    "pred": item.pred,
+                    "pred_class": splits.classes[item.pred],
+                    "confidence": item.confidence,
+                }
+                for item in items
+            ],
+        },
+        "gradcam": {"layer": cams.layer, "map_size": list(cams.map_size)},
+        "figures": [f"{name}.png" for name in figures],
+    }
+    atomic_write_json(metrics, out / METRICS)
+    return metrics

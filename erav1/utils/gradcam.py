@@ -1,0 +1,279 @@
+"""Grad-CAM on misclassified images, through the ``grad-cam`` package (pytorch-grad-cam).
+
+Which layer a CAM is taken from decides what it can show.  On a 32x32 CIFAR
+image ResNet18's ``layer4`` outputs 4x4, so every CAM cell stands for an 8x8 px
+patch: too coarse to point at anything.  The default is therefore the deepest
+residual block whose output is at least 5x5 *for the actual input size*, found
+by a dry forward pass: ``layer3.1`` (``layer3[-1]``, 8x8) for ResNet18 at 32x32.
+
+grad-cam 1.5.7 has side effects that this module contains: its constructor
+calls ``model.eval()``, it needs autograd (so it fails under ``torch.no_grad()``),
+it clears and fills parameter gradients, and its hooks live until released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from erav1.errors import UsageError
+from erav1.utils.data import iter_batches
+from erav1.utils.misclassified import Misclassified
+from erav1.utils.policies import Runtime
+from erav1.utils.transforms import normalize
+
+MIN_MAP_SIZE = 5  # a smaller map cannot localise anything on a 32x32 image
+
+
+# --- which layer -------------------------------------------------------------------------
+
+
+def _stages(model: nn.Module) -> dict[str, list[str]]:
+    """The residual stages (top-level ``nn.Sequential`` children, ``layer1`` ...) and their blocks' names."""
+    return {
+        name: [f"{name}.{block}" for block, _ in child.named_children()]
+        for name, child in model.named_children()
+        if isinstance(child, nn.Sequential) and len(child)
+    }
+
+
+def _block_names(model: nn.Module) -> list[str]:
+    """Every residual block in forward order: ``layer1.0``, ``layer1.1``, ..., ``layer4.1``."""
+    return [block for blocks in _stages(model).values() for block in blocks]
+
+
+def _layer_names(model: nn.Module) -> list[str]:
+    """The stem (the top-level modules before the first stage), then each stage followed by its blocks."""
+    stages = _stages(model)
+    children = [name for name, _ in model.named_children()]
+    stem = children[: children.index(next(iter(stages)))] if stages else children
+    return stem + [name for stage, blocks in stages.items() for name in (stage, *blocks)]
+
+
+@contextlib.contextmanager
+def _restored_modes(model: nn.Module) -> Iterator[None]:
+    """Put every module's train/eval flag back afterwards, even a model in mixed modes."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _output_shapes(model: nn.Module, names: Sequence[str], image_size: int) -> dict[str, tuple[int, int, int]]:
+    """Each named module's output ``(C, H, W)`` for one ``image_size`` image, from a dry forward pass.
+
+    In eval mode and without gradients, so BatchNorm statistics are left alone.
+    """
+    shapes: dict[str, tuple[int, int, int]] = {}
+
+    def recorder(name: str):
+        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+            if isinstance(output, torch.Tensor) and output.dim() == 4:
+                shapes[name] = tuple(output.shape[1:])
+
+        return hook
+
+    device = next(model.parameters()).device
+    handles = [model.get_submodule(name).register_forward_hook(recorder(name)) for name in names]
+    try:
+        with _restored_modes(model), torch.no_grad():
+            model.eval()
+            model(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: shapes[name] for name in names if name in shapes}
+
+
+def feature_map_shapes(model: nn.Module, image_size: int = 32) -> dict[str, tuple[int, int, int]]:
+    """``(C, H, W)`` after the stem, every stage and every residual block, e.g. ``"layer3.1": (256, 8, 8)``."""
+    return _output_shapes(model, _layer_names(model), image_size)
+
+
+def _deepest_block(shapes: dict[str, tuple[int, int, int]], min_size: int, image_size: int) -> str:
+    fine = [name for name, (_, h, w) in shapes.items() if min(h, w) >= min_size]
+    if not fine:
+        raise UsageError(
+            f"no residual block of this model outputs a map of at least {min_size}x{min_size} on "
+            f"{image_size}x{image_size} images; name a layer and pass allow_coarse=True"
+        )
+    return fine[-1]
+
+
+def choose_target_layer(model: nn.Module, image_size: int = 32, min_size: int = MIN_MAP_SIZE) -> str:
+    """The deepest residual block whose output map is at least ``min_size`` x ``min_size``."""
+    return _deepest_block(_output_shapes(model, _block_names(model), image_size), min_size, image_size)
+
+
+class TargetLayer(NamedTuple):
+    name: str
+    module: nn.Module
+    map_size: tuple[int, int]  # (H, W) of its output for the given image size
+
+
+def resolve_target_layer(
+    model: nn.Module, layer: str = "auto", image_size: int = 32, allow_coarse: bool = False
+) -> TargetLayer:
+    """The Grad-CAM layer ``"auto"`` or a name stands for; refuses a map too coarse to localise anything."""
+    if layer != "auto":
+        try:
+            model.get_submodule(layer)
+        except AttributeError:
+            choices = ", ".join(feature_map_shapes(model, image_size))
+            raise UsageError(f"the model has no layer {layer!r}; use 'auto' or one of: {choices}") from None
+    shapes = _output_shapes(model, _block_names(model) if layer == "auto" else [layer], image_size)
+    name = _deepest_block(shapes, MIN_MAP_SIZE, image_size) if layer == "auto" else layer
+    if name not in shapes:
+        raise UsageError(f"layer {name!r} outputs no (N, C, H, W) feature map, so Grad-CAM cannot use it")
+    _, h, w = shapes[name]
+    if min(h, w) < MIN_MAP_SIZE and not allow_coarse:
+        raise UsageError(
+            f"layer {name!r} outputs a {h}x{w} map on {image_size}x{image_size} images: each CAM cell covers "
+            f"{image_size // h}x{image_size // w} px, too coarse to localise anything in the image. "
+            f"Use layer='auto' (the deepest block with a map of at least {MIN_MAP_SIZE}x{MIN_MAP_SIZE}), "
+            "or pass allow_coarse=True (--allow-coarse) to use it anyway."
+        )
+    return TargetLayer(name, model.get_submodule(name), (h, w))
+
+
+# --- the CAMs ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Freeze the weights, then restore every ``requires_grad`` flag and ``.grad`` tensor.
+
+    grad-cam calls ``model.zero_grad()`` and ``backward()``; with frozen weights
+    no weight gradient is computed, and the caller's own gradients survive.
+    """
+    saved = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    try:
+        for p, _, _ in saved:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, requires_grad, grad in saved:
+            p.requires_grad_(requires_grad)
+            p.grad = grad
+
+
+@contextlib.contextmanager
+def _gradients_from(layer: nn.Module) -> Iterator[None]:
+    """Start the autograd graph at ``layer``'s output: a CAM needs no gradient below it.
+
+    The forward pass up to the layer then builds no graph, and the backward pass
+    stops at the layer instead of running down to the input.  Registered before
+    grad-cam's own hooks, which therefore see this output.
+    """
+    handle = layer.register_forward_hook(lambda module, inputs, output: output.detach().requires_grad_(True))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def compute_cams(
+    model: nn.Module,
+    images_uint8: torch.Tensor,
+    classes: Sequence[int] | torch.Tensor,
+    runtime: Runtime,
+    layer: str = "auto",
+    batch_size: int = 64,
+    allow_coarse: bool = False,
+) -> np.ndarray:
+    """Grad-CAM ``(N, H, W)`` in [0, 1] of ``images_uint8[i]`` for target class index ``classes[i]``.
+
+    One ``ClassifierOutputTarget`` per image (a single target for a batch gives
+    all-zero CAMs after the first image).  Computed in fp32 whatever the run's
+    precision, so a batch and the same images one by one give the same maps.
+    The model's modes, ``requires_grad`` flags and gradients are as before.
+    """
+    target_layer = resolve_target_layer(model, layer, images_uint8.shape[-1], allow_coarse)
+    return _cams(model, images_uint8, [int(c) for c in classes], runtime, target_layer, batch_size)
+
+
+def _cams(
+    model: nn.Module, images_uint8: torch.Tensor, targets: list[int], runtime: Runtime, target_layer: TargetLayer,
+    batch_size: int = 64,
+) -> np.ndarray:
+    if len(targets) != len(images_uint8):
+        raise ValueError(f"{len(targets)} target classes for {len(images_uint8)} images")
+    if not targets:
+        return np.zeros((0, *images_uint8.shape[-2:]), dtype=np.float32)
+    cams = []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(False))  # grad-cam needs autograd, even inside a caller's
+        stack.enter_context(torch.enable_grad())  # torch.inference_mode() or torch.no_grad()
+        stack.enter_context(_restored_modes(model))
+        stack.enter_context(_frozen_parameters(model))
+        stack.enter_context(_gradients_from(target_layer.module))
+        cam = stack.enter_context(GradCAM(model=model, target_layers=[target_layer.module]))
+        for idx in iter_batches(len(targets), batch_size):
+            x = normalize(images_uint8[idx].to(runtime.device)).contiguous(memory_format=runtime.memory_format)
+            batch_targets = [ClassifierOutputTarget(c) for c in targets[idx]]
+            try:
+                cams.append(cam(input_tensor=x, targets=batch_targets))
+            except IndexError as exc:  # GradCAM.__exit__ would swallow an IndexError and return nothing
+                raise ValueError(f"a target class is out of range for the model's outputs ({exc})") from exc
+    return np.concatenate(cams)
+
+
+@dataclass
+class GradCamResult:
+    """CAMs for the predicted and the true class of each image, and their overlays."""
+
+    layer: str
+    map_size: tuple[int, int]  # the layer's feature map (H, W) before upsampling to the image
+    cams_pred: np.ndarray  # (N, H, W) in [0, 1]
+    cams_true: np.ndarray
+    overlays_pred: np.ndarray  # (N, H, W, 3) RGB in [0, 1]
+    overlays_true: np.ndarray
+    images: np.ndarray  # (N, H, W, 3) RGB in [0, 1]
+
+
+def _overlay(images01: np.ndarray, cams: np.ndarray) -> np.ndarray:
+    """Heatmaps blended into the RGB images, as floats in [0, 1]."""
+    blended = [show_cam_on_image(img, cam, use_rgb=True) for img, cam in zip(images01, cams, strict=True)]
+    return np.asarray(blended, dtype=np.float32).reshape(images01.shape) / 255.0
+
+
+def gradcam_misclassified(
+    model: nn.Module,
+    items: Sequence[Misclassified],
+    runtime: Runtime,
+    layer: str = "auto",
+    allow_coarse: bool = False,
+) -> GradCamResult:
+    """Where the model looked for what it predicted, and for what the image really is.
+
+    Both classes go through one batched Grad-CAM pass, as in :func:`compute_cams`.
+    """
+    if items:
+        images = torch.stack([item.image for item in items]).cpu()
+    else:
+        images = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
+    target = resolve_target_layer(model, layer, images.shape[-1], allow_coarse)
+    classes = [item.pred for item in items] + [item.true for item in items]
+    cams = _cams(model, torch.cat([images, images]), classes, runtime, target)
+    cams_pred, cams_true = cams[: len(items)], cams[len(items):]
+    images01 = images.permute(0, 2, 3, 1).float().numpy() / 255.0
+    return GradCamResult(
+        layer=target.name,
+        map_size=target.map_size,
+        cams_pred=cams_pred,
+        cams_true=cams_true,
+        overlays_pred=_overlay(images01, cams_pred),
+        overlays_true=_overlay(images01, cams_true),
+        images=images01,
+    )

@@ -1,0 +1,271 @@
+"""Every figure of the book and of ``erav1 analyze``; each function returns a matplotlib Figure.
+
+Figures are built from ``matplotlib.figure.Figure``, not pyplot, so nothing is
+registered globally: they render under any backend (Agg in tests and the
+CLI), are freed once dropped, and a notebook shows one that is a cell's last
+value (or ``display(fig)``).  :func:`save_figure` writes any of them as PNG.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import seaborn as sns
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from erav1.utils.data import ImageSet
+from erav1.utils.evaluation import EvaluationReport
+from erav1.utils.gradcam import MIN_MAP_SIZE, GradCamResult
+from erav1.utils.misclassified import Misclassified
+from erav1.utils.transforms import Augmentation, cutout, random_crop, random_horizontal_flip
+
+History = Sequence[dict[str, float]]
+
+
+def _figure(
+    nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (7.0, 4.5), style: str = "whitegrid"
+) -> tuple[Figure, np.ndarray]:
+    """A constrained-layout Figure and its ``(nrows, ncols)`` axes, in a seaborn style (no global rcParams)."""
+    with sns.axes_style(style):
+        fig = Figure(figsize=figsize, layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _show_image(ax: Axes, image: np.ndarray | torch.Tensor, interpolation: str = "bicubic") -> None:
+    """One image (``(3, H, W)`` uint8 tensor or ``(H, W, 3)`` array), upscaled by ``imshow``, without ticks."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().permute(1, 2, 0).numpy()
+    ax.imshow(image, interpolation=interpolation)
+    ax.set(xticks=[], yticks=[])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Write ``fig`` as PNG (or whatever the suffix says), creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+# --- training curves -----------------------------------------------------------------------
+
+
+def _eval_split(history: History) -> str:
+    """The split scored every epoch: ``val`` when the run held one out, else ``test``."""
+    if not history:
+        raise ValueError("the history is empty: no finished epoch to plot")
+    return "val" if "val_loss" in history[0] else "test"
+
+
+def _plot_curves(history: History, metric: str, ylabel: str, title: str, scale: float = 1.0) -> Figure:
+    """Train and eval ``metric`` per epoch; with a validation split, the final test score as a star."""
+    split = _eval_split(history)
+    fig, axes = _figure()
+    ax = axes[0, 0]
+    epochs = [r["epoch"] for r in history]
+    for name in ("train", split):
+        ax.plot(epochs, [scale * r[f"{name}_{metric}"] for r in history], marker="o", label=name)
+    final = history[-1].get(f"test_{metric}")
+    if split == "val" and final is not None:
+        ax.scatter([epochs[-1]], [scale * final], marker="*", s=200, color="crimson", zorder=3, label="test (final)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.legend()
+    return fig
+
+
+def plot_loss_curves(history: History) -> Figure:
+    return _plot_curves(history, "loss", "cross-entropy loss", "Loss")
+
+
+def plot_accuracy_curves(history: History) -> Figure:
+    return _plot_curves(history, "acc", "accuracy (%)", "Accuracy", scale=100.0)
+
+
+def plot_lr_schedule(history: History) -> Figure:
+    """The learning rate of each epoch's last step (the schedule itself steps every batch)."""
+    _eval_split(history)
+    fig, axes = _figure()
+    ax = axes[0, 0]
+    ax.plot([r["epoch"] for r in history], [r["lr"] for r in history], marker="o")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel="learning rate", title="Learning-rate schedule (at the end of each epoch)")
+    return fig
+
+
+# --- test-set results ----------------------------------------------------------------------
+
+
+def plot_class_accuracy(report: EvaluationReport) -> Figure:
+    """One bar per class, best first, and a line at the overall accuracy."""
+    ranked = sorted(report.class_accuracy.items(), key=lambda kv: -math.inf if math.isnan(kv[1]) else kv[1],
+                    reverse=True)
+    names = [name for name, _ in ranked]
+    percent = [100 * acc for _, acc in ranked]
+    fig, axes = _figure(figsize=(8.0, 1.5 + 0.45 * len(names)))
+    ax = axes[0, 0]
+    sns.barplot(x=percent, y=names, hue=names, palette="viridis", legend=False, orient="h", ax=ax)
+    for row, value in enumerate(percent):
+        ax.text(value + 1, row, f"{value:.1f}%", va="center", fontsize=9)
+    ax.axvline(100 * report.accuracy, color="crimson", linestyle="--",
+               label=f"overall {100 * report.accuracy:.1f}%")
+    ax.set(xlim=(0, 110), xlabel="accuracy (%)", ylabel="", title="Class-wise accuracy")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def plot_confusion_matrix(report: EvaluationReport) -> Figure:
+    """Row-normalised: each row shows where the images of one true class went."""
+    counts = report.confusion.double()
+    rows = (counts / counts.sum(dim=1, keepdim=True)).numpy()  # NaN for a class without images
+    fig, axes = _figure(figsize=(9.0, 7.5), style="white")
+    ax = axes[0, 0]
+    sns.heatmap(rows, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, square=True, ax=ax,
+                xticklabels=report.classes, yticklabels=report.classes, annot_kws={"fontsize": 8},
+                cbar_kws={"label": "fraction of the true class"})
+    ax.set(xlabel="predicted class", ylabel="true class", title="Confusion matrix (each row sums to 1)")
+    ax.tick_params(axis="x", rotation=45)
+    ax.tick_params(axis="y", rotation=0)
+    return fig
+
+
+def _grid(n: int, ncols: int) -> tuple[int, int]:
+    ncols = max(1, min(ncols, n))
+    return max(1, math.ceil(n / ncols)), ncols
+
+
+def _caption(item: Misclassified, classes: Sequence[str]) -> str:
+    return f"{classes[item.true]} → {classes[item.pred]} ({item.confidence:.0%})"
+
+
+def plot_misclassified(
+    items: Sequence[Misclassified], classes: Sequence[str], ncols: int = 5, interpolation: str = "bicubic"
+) -> Figure:
+    """A gallery titled "true → predicted (confidence)", the 32x32 images upscaled to be readable."""
+    nrows, ncols = _grid(len(items), ncols)
+    fig, axes = _figure(nrows, ncols, figsize=(2.6 * ncols, 2.8 * nrows + 0.4), style="white")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, item in zip(axes.flat, items, strict=False):
+        _show_image(ax, item.image, interpolation)
+        ax.set_axis_on()
+        ax.set_title(_caption(item, classes), fontsize=10)
+    if items:
+        fig.suptitle(f"{len(items)} misclassified images: true → predicted (confidence)")
+    else:
+        axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    return fig
+
+
+def plot_gradcam(result: GradCamResult, items: Sequence[Misclassified], classes: Sequence[str]) -> Figure:
+    """One row per image: the image, the CAM for the predicted class, the CAM for the true class."""
+    if len(items) != len(result.images):
+        raise ValueError(f"{len(items)} items for a Grad-CAM result of {len(result.images)} images")
+    h, w = result.map_size
+    where = f"{result.layer}, {h}x{w} map"
+    fig, axes = _figure(max(1, len(items)), 3, figsize=(8.0, 2.7 * max(1, len(items)) + 0.5), style="white")
+    for row, item in enumerate(items):
+        true, pred = classes[item.true], classes[item.pred]
+        panels = [
+            (result.images[row], f"#{item.index}: {_caption(item, classes)}"),
+            (result.overlays_pred[row], f"CAM for predicted: {pred}"),
+            (result.overlays_true[row], f"CAM for true: {true}"),
+        ]
+        for ax, (image, title) in zip(axes[row], panels, strict=True):
+            _show_image(ax, image)
+            ax.set_title(title, fontsize=9)
+        axes[row, 0].set_ylabel(where, fontsize=8)
+    if not items:
+        for ax in axes.flat:
+            ax.set_axis_off()
+        axes[0, 1].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    size = result.images.shape[1] if len(items) else 32
+    fig.suptitle(f"Grad-CAM at {result.layer}: its {h}x{w} feature map, upsampled to {size}x{size}")
+    return fig
+
+
+# --- the data and the model, for the book ----------------------------------------------------
+
+
+def plot_class_samples(dataset: ImageSet, per_class: int = 8, interpolation: str = "bicubic") -> Figure:
+    """One row per class: its first ``per_class`` images in dataset order."""
+    classes = dataset.classes
+    fig, axes = _figure(len(classes), per_class, figsize=(1.2 * per_class + 1.2, 1.2 * len(classes)), style="white")
+    labels = dataset.labels.cpu()
+    for c, row in enumerate(axes):
+        indices = (labels == c).nonzero().flatten()[:per_class].tolist()
+        for ax in row:
+            ax.set_axis_off()
+        for ax, i in zip(row, indices, strict=False):
+            _show_image(ax, dataset.images[i], interpolation)
+            ax.set_axis_on()
+        row[0].set_axis_on()
+        row[0].set(xticks=[], yticks=[])
+        row[0].set_ylabel(classes[c], rotation=0, ha="right", va="center")
+    return fig
+
+
+def plot_augmentations(
+    images: torch.Tensor, augmentation: Augmentation, seed: int = 0, n_views: int = 4,
+    interpolation: str = "nearest",
+) -> Figure:
+    """Each image beside what training does to it, using the training code's own transforms.
+
+    Columns: the original, each enabled step alone (crop, flip, Cutout, all
+    applied every time), then ``n_views`` independent draws of the full
+    ``augmentation``.  Nearest-neighbour upscaling keeps the crop's padding and
+    Cutout's square crisp.
+    """
+    batch = images.unsqueeze(0) if images.dim() == 3 else images
+    generator = torch.Generator(device=batch.device).manual_seed(seed)
+    columns = [("original", batch)]
+    if augmentation.crop_padding:
+        pad = augmentation.crop_padding
+        columns.append((f"random crop (pad {pad})", random_crop(batch, pad, generator)))
+    if augmentation.flip:
+        columns.append(("horizontal flip", random_horizontal_flip(batch, generator, p=1.0)))
+    if augmentation.cutout_size:
+        size = augmentation.cutout_size
+        columns.append((f"Cutout {size}x{size}", cutout(batch, size, generator, p=1.0)))
+    columns += [(f"all, draw {v + 1}", augmentation(batch, generator)) for v in range(n_views)]
+    fig, axes = _figure(len(batch), len(columns), figsize=(1.6 * len(columns), 1.7 * len(batch) + 0.3), style="white")
+    for col, (title, views) in enumerate(columns):
+        axes[0, col].set_title(title, fontsize=9)
+        for row in range(len(batch)):
+            _show_image(axes[row, col], views[row], interpolation)
+    return fig
+
+
+def plot_feature_map_sizes(
+    shapes: dict[str, tuple[int, int, int]], target: str | None = None, min_size: int = MIN_MAP_SIZE
+) -> Figure:
+    """The side of each layer's feature map, from :func:`erav1.utils.gradcam.feature_map_shapes`.
+
+    Bars under ``min_size`` are grey: too coarse for Grad-CAM.  ``target``,
+    e.g. the chosen Grad-CAM layer, is highlighted.
+    """
+    names = list(shapes)
+    sides = [shapes[n][1] for n in names]
+    palette = ["crimson" if n == target else "tab:blue" if s >= min_size else "tab:gray" for n, s in zip(
+        names, sides, strict=True)]
+    fig, axes = _figure(figsize=(8.0, 1.0 + 0.35 * len(names)))
+    ax = axes[0, 0]
+    sns.barplot(x=sides, y=names, hue=names, palette=palette, legend=False, orient="h", ax=ax)
+    for row, name in enumerate(names):
+        c, h, w = shapes[name]
+        ax.text(sides[row] + 0.3, row, f"{c}×{h}×{w}", va="center", fontsize=8)
+    ax.axvline(min_size, color="black", linestyle=":", label=f"Grad-CAM needs ≥ {min_size}x{min_size}")
+    ax.set(xlim=(0, max(sides) * 1.25), xlabel="feature-map side (px)", ylabel="",
+           title="Feature-map size after each layer")
+    ax.legend(loc="lower right")
+    return fig

@@ -1,0 +1,68 @@
+"""``erav1 analyze`` on a short real run: every file, and one clear line when it cannot run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from erav1.analysis import METRICS, REPORT
+from erav1.cli import main
+from erav1.utils.rundir import CONFIG
+
+FIGURES = ["loss_curves", "accuracy_curves", "lr_schedule", "class_accuracy", "confusion_matrix", "misclassified",
+           "gradcam"]
+
+
+@pytest.fixture
+def run_dir(tiny_run, tmp_path):
+    """A copy of the tiny run, so its report lands in this test's folder."""
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, copy, ignore=shutil.ignore_patterns("last.pt", "tensorboard"))
+    return copy
+
+
+def test_analyze_writes_every_figure_and_the_metrics(run_dir, tiny_run, capsys):
+    assert main(["analyze", str(run_dir), "--n", "5", "--device", "cpu", "--precision", "fp32"]) == 0
+
+    report = run_dir / REPORT
+    assert sorted(p.name for p in report.iterdir()) == sorted([f"{name}.png" for name in FIGURES] + [METRICS])
+    for name in FIGURES:
+        png = (report / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, name
+
+    metrics = json.loads((report / METRICS).read_text())
+    assert metrics["accuracy"] == pytest.approx(tiny_run.final["test_acc"], abs=1e-6)  # the same 500 test images
+    assert metrics["num_images"] == 500
+    assert sum(map(sum, metrics["confusion_matrix"])) == 500
+    assert list(metrics["class_accuracy"]) == tiny_run.classes
+    mistakes = metrics["misclassified"]["items"]
+    assert len(mistakes) == 5 and metrics["misclassified"]["order"] == "confidence"
+    assert all(m["true"] != m["pred"] and m["pred_class"] == tiny_run.classes[m["pred"]] for m in mistakes)
+    assert [m["confidence"] for m in mistakes] == sorted((m["confidence"] for m in mistakes), reverse=True)
+    assert metrics["gradcam"] == {"layer": "layer3.1", "map_size": [8, 8]}
+    assert metrics["figures"] == [f"{name}.png" for name in FIGURES]
+
+    out = capsys.readouterr().out
+    assert "layer3.1 (8x8)" in out and str(report) in out
+
+
+def test_a_missing_run_or_model_is_one_clear_line(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err and "Traceback" not in err
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / CONFIG).write_text('{"model": "resnet18"}')
+    assert main(["analyze", str(unfinished)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no model" in err
+
+
+def test_a_too_coarse_layer_is_refused_before_any_work(run_dir, capsys):
+    assert main(["analyze", str(run_dir), "--layer", "layer4", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "4x4 map" in err and "too coarse" in err and "--allow-coarse" in err
+    assert not (run_dir / REPORT).exists()
