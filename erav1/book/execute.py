@@ -1,0 +1,75 @@
+"""Execute one chapter with papermill, and turn a failure into one message naming the chapter and cell."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from erav1.book.layout import BookError
+
+KERNEL = "python3"  # always named: a notebook naming an uninstalled kernel fails with NoSuchKernel
+
+
+class ChapterFailed(BookError):
+    """A chapter raised while executing; the message names the chapter, the cell and the error."""
+
+
+@contextlib.contextmanager
+def kernel_environment(package_root: Path) -> Iterator[None]:
+    """Environment the kernel inherits: this checkout's erav1 first, notebook-native figures.
+
+    ``MPLBACKEND`` (set by test harnesses to Agg) would stop figures from being
+    embedded in the outputs, so the kernel does not inherit it.
+    """
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "MPLBACKEND")}
+    path = [str(package_root)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])
+    os.environ["PYTHONPATH"] = os.pathsep.join(path)
+    os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def describe_cell(source_nb: Path, executed: nbformat.NotebookNode, cell_index: int) -> str:
+    """'cell 7 (`result = fit(config)`)', numbered as in the chapter the reader edits."""
+    cell = executed.cells[cell_index]
+    original = nbformat.read(source_nb, as_version=4)
+    position = next((i for i, c in enumerate(original.cells) if c.get("id") == cell.get("id")), cell_index)
+    first_line = next((line for line in cell.source.splitlines() if line.strip()), "")
+    return f"cell {position} (`{first_line.strip()}`)"
+
+
+def execute_chapter(
+    source: Path, output: Path, parameters: dict[str, Any], cwd: Path, package_root: Path, log_output: bool = False
+) -> None:
+    """Run ``source`` with ``parameters`` into ``output``; raise :class:`ChapterFailed` on the first error."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    name = source.name
+    try:
+        with kernel_environment(package_root):
+            papermill.execute_notebook(
+                str(source), str(output), parameters=parameters, kernel_name=KERNEL, cwd=str(cwd),
+                progress_bar=False, log_output=log_output,
+            )
+    except PapermillExecutionError as exc:
+        executed = nbformat.read(output, as_version=4)
+        where = describe_cell(source, executed, exc.cell_index)
+        raise ChapterFailed(
+            f"chapter {name} failed in {where}: {exc.ename}: {exc.evalue}. "
+            f"The executed notebook, with the traceback, is {output}"
+        ) from None
+    except Exception as exc:  # a dead kernel, a timeout, an unreadable notebook
+        raise ChapterFailed(f"chapter {name} could not be executed: {type(exc).__name__}: {exc}") from None
