@@ -40,13 +40,23 @@ def kernel_environment(package_root: Path) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def describe_cell(source_nb: Path, executed: nbformat.NotebookNode, cell_index: int) -> str:
-    """'cell 7 (`result = fit(config)`)', numbered as in the chapter the reader edits."""
-    cell = executed.cells[cell_index]
+def describe_cell(source_nb: Path, executed: nbformat.NotebookNode, failed_source: str) -> str:
+    """'cell 8 (`from erav1.utils.plots import ...`)', counted from 1 as in the chapter the reader edits."""
+    failed = next(
+        (c for c in executed.cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None
+    )
     original = nbformat.read(source_nb, as_version=4)
-    position = next((i for i, c in enumerate(original.cells) if c.get("id") == cell.get("id")), cell_index)
-    first_line = next((line for line in cell.source.splitlines() if line.strip()), "")
-    return f"cell {position} (`{first_line.strip()}`)"
+    ids = [c.get("id") for c in original.cells]
+    sources = [c.source for c in original.cells]
+    if failed is not None and failed.get("id") in ids:
+        position = ids.index(failed.get("id")) + 1
+    elif failed_source in sources:
+        position = sources.index(failed_source) + 1
+    else:
+        position = None  # the injected-parameters cell, which the chapter does not have
+    first_line = next((line.strip() for line in failed_source.splitlines() if line.strip()), "")
+    where = f"cell {position}" if position else "the injected-parameters cell"
+    return f"{where} (`{first_line}`)"
 
 
 def execute_chapter(
@@ -66,7 +76,7 @@ def execute_chapter(
             )
     except PapermillExecutionError as exc:
         executed = nbformat.read(output, as_version=4)
-        where = describe_cell(source, executed, exc.cell_index)
+        where = describe_cell(source, executed, exc.source)
         raise ChapterFailed(
             f"chapter {name} failed in {where}: {exc.ename}: {exc.evalue}. "
             f"The executed notebook, with the traceback, is {output}"
