@@ -95,6 +95,11 @@ def environment_info(device: torch.device, precision: str) -> dict[str, Any]:
     return info
 
 
+def _compare(gap: float) -> str:
+    points = abs(100 * gap)
+    return "the same as" if points < 0.005 else f"{points:.2f} points {'above' if gap > 0 else 'below'}"
+
+
 def describe_history(history: list[dict[str, float]]) -> Markdown:
     """The result of a run as the book reports it: the final epoch, with the best epoch beside it."""
     if not history:
@@ -108,8 +113,7 @@ def describe_history(history: list[dict[str, float]]) -> Markdown:
         f"After the final epoch ({int(final['epoch'])}), "
         f"{scored} accuracy is **{percent(final[f'{scored}_acc'], 2)}**. "
         f"Train accuracy, measured on the augmented batches while the model learned, is "
-        f"{percent(final['train_acc'], 2)}: {abs(100 * gap):.2f} points {'above' if gap > 0 else 'below'} "
-        f"the {scored} accuracy.",
+        f"{percent(final['train_acc'], 2)}: {_compare(gap)} the {scored} accuracy.",
         f"The best epoch by {scored} accuracy was epoch {int(best['epoch'])} "
         f"({percent(best[f'{scored}_acc'], 2)}); the final epoch is what the book reports.",
         f"Training and scoring took {seconds / 60:.1f} min for {len(history)} epoch(s), "
