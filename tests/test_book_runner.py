@@ -47,7 +47,9 @@ def make_book(root: Path, second_body: str = "print(epochs * 2)") -> Book:
     (root / "book" / "intro.md").write_text(INTRO)
     (root / "book" / "profiles" / "full.yml").write_text("epochs: 20\n")
     (root / "book" / "profiles" / "smoke.yml").write_text("epochs: 1\nlabel: smoke\n")
-    nbformat.write(chapter("First", 'label = "default"', "print(label)"), root / "book" / "01_first.ipynb")
+    first = chapter("First", 'label = "default"', "print(label)")
+    first.cells.append(new_code_cell("import sys\nimport erav1\nprint(sys.executable)\nprint(erav1.__file__)"))
+    nbformat.write(first, root / "book" / "01_first.ipynb")
     nbformat.write(chapter("Second", "epochs = 20", second_body), root / "book" / "02_second.ipynb")
     return Book.at(root)
 
@@ -97,7 +99,10 @@ def test_smoke_profile_stages_and_full_profile_publishes(tmp_path):
     assert staged.executed == (tmp_path / "stage").resolve()
     assert digests(book) == before
     first = nbformat.read(staged.executed / "book" / "01_first.ipynb", as_version=4)
-    assert first.cells[-1].outputs[0].text == "hello\n"
+    assert first.cells[-2].outputs[0].text == "hello\n"
+    executable, package = first.cells[-1].outputs[0].text.splitlines()
+    assert executable == sys.executable, "the kernel runs the runner's interpreter"
+    assert Path(package) == Path(__file__).resolve().parents[1] / "erav1" / "__init__.py", "and this checkout's erav1"
     assert first.metadata["erav1"] == {"profile": "smoke", "parameters": {"epochs": 1, "label": "hello"}}
     injected = [c for c in first.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert "remove-cell" in injected[0].metadata["tags"]
@@ -162,3 +167,14 @@ def test_the_committed_intro_results_block_is_up_to_date(tmp_path):
     intro = tmp_path / "intro.md"
     intro.write_text((ROOT / "book" / "intro.md").read_text())
     assert not refresh_results(intro, ROOT / "book" / "results" / "summary.json")
+
+
+def test_build_only_builds_the_committed_chapters_as_they_are(tmp_path):
+    book = make_book(tmp_path / "repo")
+    before = digests(book)
+    done = run_cli(book.root, "--build-only")
+    assert done.returncode == 0, done.stderr
+    html = (book.root / "_build" / "html" / "book" / "01_first.html").read_text()
+    assert "https://colab.research.google.com/github/someone/tiny/blob/main/book/01_first.ipynb" in html
+    assert digests(book) == before
+    assert NOT_PUBLISHED in (book.root / "book" / "intro.md").read_text()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,23 +24,36 @@ class ChapterFailed(BookError):
 
 @contextlib.contextmanager
 def kernel_environment(package_root: Path) -> Iterator[None]:
-    """Environment the kernel inherits: this checkout's erav1 first, notebook-native figures.
+    """Make the kernel this interpreter, importing this checkout's erav1 first, with notebook-native figures.
 
-    ``MPLBACKEND`` (set by test harnesses to Agg) would stop figures from being
-    embedded in the outputs, so the kernel does not inherit it.
+    * A ``python3`` kernelspec in a temporary ``JUPYTER_PATH`` entry (searched before any user or system
+      kernelspec) runs ``sys.executable``, so the chapters see the same packages as the runner.
+    * ``PYTHONPATH`` starts with ``package_root``, so ``import erav1`` finds the checkout being built.
+    * ``MPLBACKEND`` (test harnesses set it to Agg) is not inherited: figures must be embedded as images.
     """
-    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "MPLBACKEND")}
-    path = [str(package_root)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])
-    os.environ["PYTHONPATH"] = os.pathsep.join(path)
-    os.environ.pop("MPLBACKEND", None)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    names = ("PYTHONPATH", "MPLBACKEND", "JUPYTER_PATH")
+    saved = {name: os.environ.get(name) for name in names}
+    with tempfile.TemporaryDirectory(prefix="erav1-kernel-") as jupyter_dir:
+        spec = Path(jupyter_dir) / "kernels" / KERNEL / "kernel.json"
+        spec.parent.mkdir(parents=True)
+        spec.write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"Python 3 ({sys.executable})",
+            "language": "python",
+        }))
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(package_root)] + [saved["PYTHONPATH"] or ""]).rstrip(
+            os.pathsep)
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([jupyter_dir] + [saved["JUPYTER_PATH"] or ""]).rstrip(
+            os.pathsep)
+        os.environ.pop("MPLBACKEND", None)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def describe_cell(source_nb: Path, executed: nbformat.NotebookNode, failed_source: str) -> str:
