@@ -63,6 +63,20 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                                help=help_text, metavar=None if meta.get("choices") else f.name.upper())
 
 
+def options_table() -> str:
+    """The training options as a Markdown table, for the README (a test keeps the two in sync)."""
+    from erav1.main import Config
+
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for f in fields(Config):
+        if f.metadata.get("cli", True):
+            choices = f.metadata.get("choices")
+            meaning = f.metadata["help"] + (f" ({', '.join(choices)})" if choices else "")
+            flag = "--" + f.name.replace("_", "-")
+            rows.append(f"| `{flag}` | `{f.default}` | {meaning} |")
+    return "\n".join(rows)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from erav1.main import Config, fit
     from erav1.utils.rundir import CONFIG, read_json

@@ -1,0 +1,100 @@
+import json
+from dataclasses import fields
+
+import pytest
+import torch
+
+import erav1.main
+from erav1.errors import RunDirError, UsageError
+from erav1.main import Config, fit
+from erav1.utils import rundir
+from tests.conftest import tiny_config
+
+TIMING = {"seconds", "train_seconds", "images_per_s"}
+
+
+def without_timing(history):
+    return [{k: v for k, v in record.items() if k not in TIMING} for record in history]
+
+
+def test_short_real_run_learns_and_writes_every_run_file(tiny_run):
+    history = tiny_run.history
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.2
+    assert tiny_run.final["test_acc"] > 0.2  # chance is 0.10 on these 500 real test images
+    run_dir = tiny_run.run_dir
+    for name in rundir.RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / rundir.TENSORBOARD).glob("events.out.tfevents.*"))
+    assert json.loads((run_dir / rundir.HISTORY).read_text()) == history
+    environment = json.loads((run_dir / rundir.ENVIRONMENT).read_text())
+    assert environment["torch"] == torch.__version__ and environment["device"] == "cpu"
+    saved = Config.from_dict(json.loads((run_dir / rundir.CONFIG).read_text()))
+    assert saved.epochs == 3 and saved.subset == 500
+    expected_keys = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "images_per_s"}
+    assert expected_keys <= set(history[0])
+    weights = torch.load(run_dir / rundir.WEIGHTS, weights_only=True)
+    assert all(torch.equal(weights[k], v) for k, v in tiny_run.model.state_dict().items())
+
+
+def test_seeded_cpu_runs_are_deterministic(tiny_run, cifar_zip, cache_dir, tmp_path):
+    again = fit(tiny_config(cifar_zip, cache_dir, tmp_path / "again"), progress=False)
+    assert without_timing(again.history) == without_timing(tiny_run.history)
+
+
+def test_resume_after_interrupt_matches_an_uninterrupted_run(tiny_run, cifar_zip, cache_dir, tmp_path, monkeypatch):
+    config = tiny_config(cifar_zip, cache_dir, tmp_path / "interrupted")
+    calls = {"n": 0}
+    real_evaluate = erav1.main.evaluate
+
+    def evaluate_then_interrupt(*args, **kwargs):  # Ctrl-C during epoch 2, after its training steps
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(erav1.main, "evaluate", evaluate_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, progress=False)
+    monkeypatch.setattr(erav1.main, "evaluate", real_evaluate)
+    assert len(json.loads((tmp_path / "interrupted" / rundir.HISTORY).read_text())) == 1
+
+    with pytest.raises(RunDirError, match=r"--resume.*--overwrite"):
+        fit(config, progress=False)
+    config.resume = True
+    resumed = fit(config, progress=False)
+    assert without_timing(resumed.history) == without_timing(tiny_run.history)
+    reference = torch.load(tiny_run.run_dir / rundir.WEIGHTS, weights_only=True)
+    final = torch.load(tmp_path / "interrupted" / rundir.WEIGHTS, weights_only=True)
+    assert reference.keys() == final.keys()
+    assert all(torch.equal(reference[k], final[k]) for k in reference)
+
+
+def test_resuming_with_changed_settings_is_refused(tiny_run, cifar_zip, cache_dir):
+    config = tiny_config(cifar_zip, cache_dir, tiny_run.run_dir, resume=True, lr=0.2)
+    with pytest.raises(RunDirError, match=r"lr: 0.02 -> 0.2"):
+        fit(config, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("model", "vgg", "resnet18, resnet34"),
+        ("optimizer", "rmsprop", "sgd, adam, adamw"),
+        ("scheduler", "poly", "onecycle, cosine, step, none"),
+        ("precision", "int8", "auto, fp32, bf16, fp16"),
+        ("epochs", -1, "epochs must be at least 1"),
+        ("cutout_p", 1.5, "cutout_p must be between 0 and 1"),
+    ],
+)
+def test_config_rejects_bad_values_with_the_choices(option, value, expected):
+    with pytest.raises(UsageError, match=expected):
+        Config(**{option: value})
+
+
+def test_config_round_trips_through_a_dict():
+    config = Config(epochs=3, optimizer="adamw", subset=100)
+    assert Config.from_dict(config.to_dict()) == config
+    with pytest.raises(UsageError, match="unknown config option"):
+        Config.from_dict({"epochz": 3})
+    assert {f.name for f in fields(Config)} == set(config.to_dict())
