@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The shared JPEG copy of CIFAR-10 when it sits beside the repo, else the official download.
 DATA   ?= $(if $(wildcard ../shared/data/cifar10-jpeg.zip),../shared/data/cifar10-jpeg.zip,cifar10)
 
-.PHONY: venv test lint train bench clean
+.PHONY: venv test lint train bench book smoke-book book-html stamp clean
 
 venv: $(VENV)/.installed
 
@@ -30,5 +30,22 @@ train: venv
 bench: venv
 	$(PY) scripts/bench_train.py --data $(DATA)
 
+# The book. `make book` trains for 20 epochs (the full profile), writes the executed chapters
+# into book/ and builds _build/html. `make smoke-book` runs every chapter on a small subset,
+# one epoch on the CPU, and builds build/book-smoke/_build/html; it never touches book/.
+book: venv
+	$(VENV)/bin/erav1 book --profile full -p data=$(DATA)
+
+smoke-book: venv
+	$(VENV)/bin/erav1 book --profile smoke -p data=$(DATA)
+
+# Build the site from the committed chapters as they are (what the publishing workflow runs).
+book-html: venv
+	$(VENV)/bin/erav1 book --build-only
+
+# Re-stamp every chapter's Colab badge and install cell from _config.yml.
+stamp: venv
+	$(PY) scripts/stamp_chapters.py
+
 clean:
-	rm -rf $(VENV) _build .pytest_cache .ruff_cache
+	rm -rf $(VENV) _build build .pytest_cache .ruff_cache

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from erav1.book.runner import add_book_parser
 from erav1.errors import Erav1Error
 
 Handler = Callable[[argparse.Namespace], int]
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar, only one line per epoch")
     train.set_defaults(handler=run_train)
     add_analyze_parser(commands)
+
+    add_book_parser(commands)
 
     return parser
 

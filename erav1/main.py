@@ -34,6 +34,7 @@ from erav1.utils.policies import (
     check_choice,
 )
 from erav1.utils.tensorboard import TensorBoardLogger
+from erav1.utils.text import Markdown, markdown_table
 from erav1.utils.transforms import Augmentation, normalize
 
 NAN_CHECK_EVERY = 10  # steps between loss checks: each check waits for the device
@@ -331,3 +332,9 @@ def fit(config: Config, progress: bool = True) -> FitResult:
 
     atomic_save(model.state_dict(), run_dir / rundir.WEIGHTS)
     return FitResult(model, history, run_dir, data.classes)
+
+
+def describe_config(config: Config) -> Markdown:
+    """The recipe as a table: every Config field, its value and what it means."""
+    rows = [[f"`{f.name}`", f"`{getattr(config, f.name)!r}`", f.metadata["help"]] for f in fields(Config)]
+    return Markdown(markdown_table(["option", "value", "meaning"], rows))

@@ -8,6 +8,7 @@ from torch import nn
 
 from erav1.errors import UsageError
 from erav1.models.resnet import BasicBlock, ResNet, ResNet18, ResNet34
+from erav1.models.summary import compare_stems, count_parameters, describe_parameters, model_summary, stage_sizes
 
 MODELS: dict[str, Callable[[int], nn.Module]] = {
     "resnet18": ResNet18,
@@ -23,4 +24,7 @@ def get_model(name: str, num_classes: int = 10) -> nn.Module:
     return factory(num_classes)
 
 
-__all__ = ["MODELS", "BasicBlock", "ResNet", "ResNet18", "ResNet34", "get_model"]
+__all__ = [
+    "MODELS", "BasicBlock", "ResNet", "ResNet18", "ResNet34", "compare_stems", "count_parameters",
+    "describe_parameters", "get_model", "model_summary", "stage_sizes",
+]

@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from erav1.errors import DataError
 from erav1.utils.checkpoint import atomic_save
+from erav1.utils.text import Markdown, markdown_table
 
 SPLITS = ("train", "test")
 CACHE_VERSION = 1
@@ -60,6 +61,12 @@ class ImageSet:
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels.cpu(), minlength=len(self.classes)).tolist()
+
+    def examples(self, per_class: int = 1) -> ImageSet:
+        """The first ``per_class`` images of every class, class by class: a small varied sample."""
+        labels = self.labels.cpu()
+        chosen = [(labels == c).nonzero().flatten()[:per_class] for c in range(len(self.classes))]
+        return self.take(torch.cat(chosen).to(self.labels.device))
 
 
 @dataclass
@@ -329,3 +336,18 @@ def iter_batches(n: int, batch_size: int, order: torch.Tensor | None = None) -> 
     """Index batches over ``n`` items: a permutation's chunks, or plain slices."""
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+
+
+def describe_splits(splits: DataSplits) -> Markdown:
+    """The dataset at a glance: where it came from, split sizes, and images per class in every split."""
+    sets = {"train": splits.train, "test": splits.test} | ({"val": splits.val} if splits.val is not None else {})
+    counts = {name: part.class_counts() for name, part in sets.items()}
+    rows = [[name] + [counts[split][c] for split in sets] for c, name in enumerate(splits.classes)]
+    rows.append(["**all classes**"] + [len(part) for part in sets.values()])
+    channels, height, width = splits.train.images.shape[1:]
+    return Markdown(
+        f"Source: `{splits.source}`. {len(splits.classes)} classes; every image is {height}x{width} pixels with "
+        f"{channels} colour channels, stored as `uint8`. "
+        + ", ".join(f"{len(part):,} {name}" for name, part in sets.items()) + " images.\n\n"
+        + markdown_table(["class", *sets], rows)
+    )

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from erav1.errors import UsageError
+from erav1.utils.text import Markdown
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -148,3 +149,29 @@ def build_scheduler(
     if name == "step":
         return sched.MultiStepLR(optimizer, [math.ceil(total * 0.5), math.ceil(total * 0.75)], gamma=0.1)
     return sched.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def lr_trajectory(
+    name: str, lr: float, epochs: int, pct_start: float = 0.25, steps_per_epoch: int = 100
+) -> list[float]:
+    """The learning rate at every step of a schedule, from the real scheduler on a dummy parameter."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = build_scheduler(name, optimizer, epochs, steps_per_epoch, pct_start)
+    lrs = []
+    for _ in range(epochs * steps_per_epoch):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def describe_schedule(name: str, lr: float, epochs: int, pct_start: float = 0.25) -> Markdown:
+    """One sentence on the schedule's shape, with its numbers measured from :func:`lr_trajectory`."""
+    steps_per_epoch = 100
+    lrs = lr_trajectory(name, lr, epochs, pct_start, steps_per_epoch)
+    peak_step = max(range(len(lrs)), key=lrs.__getitem__)
+    return Markdown(
+        f"The {name} schedule starts at lr {lrs[0]:.4g}, reaches its peak {lrs[peak_step]:.4g} "
+        f"{peak_step / len(lrs):.0%} of the way through training (during epoch {peak_step // steps_per_epoch + 1} "
+        f"of {epochs}), and ends at {lrs[-1]:.3g}, {lrs[0] / lrs[-1]:,.0f} times below where it started."
+    )

@@ -21,6 +21,7 @@ import torch
 
 import erav1
 from erav1.errors import RunDirError
+from erav1.utils.text import Markdown, percent
 
 CONFIG, ENVIRONMENT, HISTORY = "config.json", "environment.json", "history.json"
 CHECKPOINT, WEIGHTS, TENSORBOARD = "last.pt", "model.pt", "tensorboard"
@@ -106,3 +107,30 @@ def environment_info(device: torch.device, precision: str) -> dict[str, Any]:
         "git_commit": _git_commit(),
     }
     return info
+
+
+def _compare(gap: float) -> str:
+    points = abs(100 * gap)
+    return "the same as" if points < 0.005 else f"{points:.2f} points {'above' if gap > 0 else 'below'}"
+
+
+def describe_history(history: list[dict[str, float]]) -> Markdown:
+    """The result of a run as the book reports it: the final epoch, with the best epoch beside it."""
+    if not history:
+        raise RunDirError("the history is empty: no epoch has finished yet")
+    final = history[-1]
+    scored = "val" if "val_acc" in final else "test"
+    best = max(history, key=lambda record: record[f"{scored}_acc"])
+    gap = final["train_acc"] - final[f"{scored}_acc"]
+    seconds = sum(record["seconds"] for record in history)
+    lines = [
+        f"After the final epoch ({int(final['epoch'])}), "
+        f"{scored} accuracy is **{percent(final[f'{scored}_acc'], 2)}**. "
+        f"Train accuracy, measured on the augmented batches while the model learned, is "
+        f"{percent(final['train_acc'], 2)}: {_compare(gap)} the {scored} accuracy.",
+        f"The best epoch by {scored} accuracy was epoch {int(best['epoch'])} "
+        f"({percent(best[f'{scored}_acc'], 2)}); the final epoch is what the book reports.",
+        f"Training and scoring took {seconds / 60:.1f} min for {len(history)} epoch(s), "
+        f"at {final['images_per_s']:.0f} training images per second in the last epoch.",
+    ]
+    return Markdown("\n\n".join(lines))

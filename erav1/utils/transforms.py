@@ -14,8 +14,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from erav1.utils.text import Markdown, percent
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+FLIP_P = 0.5  # probability of a horizontal flip
 
 
 def _stats(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +74,7 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) 
 
 @_batched
 def random_horizontal_flip(
-    images: torch.Tensor, generator: torch.Generator, p: float = 0.5
+    images: torch.Tensor, generator: torch.Generator, p: float = FLIP_P
 ) -> torch.Tensor:
     """Mirror each image left-right with probability ``p``."""
     flip = torch.rand(images.shape[0], generator=generator, device=images.device) < p
@@ -118,3 +121,24 @@ class Augmentation:
         if self.cutout_size > 0 and self.cutout_p > 0:
             images = cutout(images, self.cutout_size, generator, self.cutout_p)
         return images
+
+
+def describe_augmentation(augmentation: Augmentation, image_size: int = 32) -> Markdown:
+    """What the training augmentation does to one image, with the numbers taken from ``augmentation``."""
+    pad, size = augmentation.crop_padding, augmentation.cutout_size
+    shifts = (2 * pad + 1) ** 2
+    parts = []
+    if pad:
+        parts.append(f"it is padded with {pad} px of zeros on every side and cropped back to "
+                     f"{image_size}x{image_size} at a random offset, one of {shifts} positions")
+    if augmentation.flip:
+        parts.append(f"it is mirrored left-right with probability {percent(FLIP_P, 0)}")
+    if size and augmentation.cutout_p:
+        parts.append(f"a {size}x{size} square, at most {percent(size ** 2 / image_size ** 2, 0)} of the pixels, "
+                     f"is set to zero in {percent(augmentation.cutout_p, 0)} of the images (centred anywhere, "
+                     "so it is clipped at the borders)")
+    variants = shifts * (2 if augmentation.flip else 1) * (image_size ** 2 if size and augmentation.cutout_p else 1)
+    return Markdown(
+        "Every time a training image is drawn, " + "; ".join(parts) + ". "
+        f"That is up to {variants:,} different versions of each picture, and a new one every epoch."
+    )

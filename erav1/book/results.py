@@ -1,0 +1,78 @@
+"""The published results table, generated from ``book/results/summary.json``.
+
+The landing page (and later the README) carries a block between two markers::
+
+    <!-- results:start -->
+    ...generated...
+    <!-- results:end -->
+
+:func:`refresh_results` rewrites that block from ``summary.json``, so no result
+is ever typed by hand. Without a summary the block says plainly that no full
+run has been published yet.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from erav1.book.layout import BookError
+
+SUMMARY_FILE = "summary.json"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+BLOCK = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
+REQUIRED = ("test_accuracy", "epochs", "wall_time_s", "hardware")
+NOT_PUBLISHED = (
+    "No full run has been published yet. These chapters have not been executed with the full profile; "
+    "run `make book` to train for the full number of epochs and fill in this table."
+)
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BookError(f"{path} is not valid JSON ({exc})") from None
+    missing = [key for key in REQUIRED if key not in summary]
+    if missing:
+        raise BookError(f"{path} lacks {', '.join(missing)}")
+    return summary
+
+
+def format_duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def results_markdown(summary: dict[str, Any] | None) -> str:
+    """The table (or the not-yet-published sentence) that goes between the markers."""
+    if summary is None:
+        return NOT_PUBLISHED
+    row = [
+        f"{100 * summary['test_accuracy']:.2f}%",
+        str(summary["epochs"]),
+        format_duration(summary["wall_time_s"]),
+        str(summary["hardware"]),
+        str(summary.get("data", "")),
+    ]
+    return "\n".join([
+        "| Test accuracy (final epoch) | Epochs | Wall time | Hardware | Data |",
+        "|---|---|---|---|---|",
+        "| " + " | ".join(row) + " |",
+    ])
+
+
+def refresh_results(markdown: Path, summary_file: Path) -> bool:
+    """Rewrite the results block of ``markdown`` from ``summary_file``; True when it changed."""
+    text = markdown.read_text()
+    if not BLOCK.search(text):
+        raise BookError(f"{markdown} has no {START} ... {END} block")
+    block = f"{START}\n{results_markdown(read_summary(summary_file))}\n{END}"
+    updated = BLOCK.sub(lambda _: block, text, count=1)
+    if updated != text:
+        markdown.write_text(updated)
+    return updated != text

@@ -1,0 +1,180 @@
+"""erav1 book on a tiny two-chapter book: profiles, overrides, failures, and where the chapters are written."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from book_checks import ROOT
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from erav1.book.layout import Book, BookError
+from erav1.book.parameters import parse_override
+from erav1.book.results import NOT_PUBLISHED, refresh_results, results_markdown
+from erav1.book.runner import run_book
+from erav1.book.tidy import collapse_carriage_returns, tidy_notebook
+
+CONFIG = """title: tiny
+execute:
+  execute_notebooks: "off"
+only_build_toc_files: true
+repository:
+  url: https://github.com/someone/tiny
+  branch: main
+launch_buttons:
+  colab_url: "https://colab.research.google.com"
+"""
+TOC = "format: jb-book\nroot: book/intro\nchapters:\n  - file: book/01_first\n  - file: book/02_second\n"
+INTRO = "# Tiny\n\n<!-- results:start -->\n<!-- results:end -->\n"
+
+
+def chapter(title: str, parameters: str, body: str) -> nbformat.NotebookNode:
+    params = new_code_cell(parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[new_markdown_cell(f"# {title}"), params, new_code_cell(body)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def make_book(root: Path, second_body: str = "print(epochs * 2)") -> Book:
+    (root / "book" / "profiles").mkdir(parents=True)
+    (root / "_config.yml").write_text(CONFIG)
+    (root / "_toc.yml").write_text(TOC)
+    (root / "book" / "intro.md").write_text(INTRO)
+    (root / "book" / "profiles" / "full.yml").write_text("epochs: 20\n")
+    (root / "book" / "profiles" / "smoke.yml").write_text("epochs: 1\nlabel: smoke\n")
+    first = chapter("First", 'label = "default"', "print(label)")
+    first.cells.append(new_code_cell("import sys\nimport erav1\nprint(sys.executable)\nprint(erav1.__file__)"))
+    nbformat.write(first, root / "book" / "01_first.ipynb")
+    nbformat.write(chapter("Second", "epochs = 20", second_body), root / "book" / "02_second.ipynb")
+    return Book.at(root)
+
+
+def digests(book: Book) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (book.root / "book").glob("*.ipynb")}
+
+
+def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "erav1", "book", "--root", str(root), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_a_failing_chapter_stops_the_run_names_chapter_and_cell_and_builds_nothing(tmp_path):
+    book = make_book(tmp_path / "repo", second_body='raise ValueError("boom in chapter two")')
+    before = digests(book)
+    done = run_cli(book.root, "--profile", "full")
+    assert done.returncode != 0
+    assert "02_second.ipynb" in done.stderr and "cell 3" in done.stderr
+    assert "ValueError: boom in chapter two" in done.stderr
+    assert digests(book) == before, "the committed chapters must stay untouched, chapter 1 included"
+    assert not (book.root / "_build").exists()
+    assert not list(book.root.glob("build/*/_build"))
+
+
+def test_unknown_parameter_names_are_errors(tmp_path):
+    book = make_book(tmp_path / "repo")
+    with pytest.raises(BookError, match="unknown parameter.*epoch\\b.*-p"):
+        run_book(book, "smoke", ["epoch=3"], build=False)
+    (book.root / "book" / "profiles" / "typo.yml").write_text("epochs: 1\nbatchsize: 8\n")
+    done = run_cli(book.root, "--profile", "typo")
+    assert done.returncode == 2
+    assert "unknown parameter(s) batchsize in profile" in done.stderr
+    assert not (book.root / "build").exists(), "nothing is executed before the names are checked"
+
+
+def test_the_full_profile_cannot_publish_a_changed_recipe(tmp_path):
+    book = make_book(tmp_path / "repo")
+    with pytest.raises(BookError, match="cannot override epochs"):
+        run_book(book, "full", ["epochs=2"], build=False)
+
+
+def test_smoke_profile_stages_and_full_profile_publishes(tmp_path):
+    book = make_book(tmp_path / "repo")
+    before = digests(book)
+    staged = run_book(book, "smoke", ["label=hello"], stage=tmp_path / "stage", build=False, echo=lambda _: None)
+    assert staged.executed == (tmp_path / "stage").resolve()
+    assert digests(book) == before
+    first = nbformat.read(staged.executed / "book" / "01_first.ipynb", as_version=4)
+    assert first.cells[-2].outputs[0].text == "hello\n"
+    executable, package = first.cells[-1].outputs[0].text.splitlines()
+    assert executable == sys.executable, "the kernel runs the runner's interpreter"
+    assert Path(package) == Path(__file__).resolve().parents[1] / "erav1" / "__init__.py", "and this checkout's erav1"
+    assert first.metadata["erav1"] == {"profile": "smoke", "parameters": {"epochs": 1, "label": "hello"}}
+    injected = [c for c in first.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert "remove-cell" in injected[0].metadata["tags"]
+    assert "epochs" not in injected[0].source, "a chapter only receives the parameters it declares"
+
+    published = run_book(book, "full", build=False, echo=lambda _: None)
+    assert published.executed == book.root
+    second = nbformat.read(book.root / "book" / "02_second.ipynb", as_version=4)
+    assert second.cells[-1].outputs[0].text == "40\n"
+    assert second.metadata["erav1"]["profile"] == "full"
+
+
+def test_a_staging_folder_that_holds_other_files_is_refused(tmp_path):
+    book = make_book(tmp_path / "repo")
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    with pytest.raises(BookError, match="not a staging folder"):
+        run_book(book, "smoke", stage=tmp_path / "precious", build=False)
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+
+
+def test_overrides_are_read_as_yaml():
+    assert parse_override("epochs=3") == ("epochs", 3)
+    assert parse_override("weights=null") == ("weights", None)
+    assert parse_override("data=../shared/data/cifar10-jpeg.zip") == ("data", "../shared/data/cifar10-jpeg.zip")
+    with pytest.raises(BookError):
+        parse_override("epochs")
+
+
+def test_progress_bars_collapse_to_what_a_terminal_shows():
+    text = ("training on 500 images\n"
+            "epoch 1:  10%|#         | 50/500\repoch 1:  90%|######### | 450/500\r                          \r"
+            "epoch   1/1  train loss 2.3\n")
+    assert collapse_carriage_returns(text) == "training on 500 images\nepoch   1/1  train loss 2.3\n"
+
+
+def test_tidy_merges_split_stream_writes_and_hides_the_injected_cell():
+    cell = new_code_cell("fit()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="a 10%\r"),
+                    nbformat.v4.new_output("stream", name="stdout", text="a 100%\r   \rdone\n")]
+    injected = new_code_cell("epochs = 1")
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb = tidy_notebook(new_notebook(cells=[injected, cell]), "smoke", {"epochs": 1})
+    assert [o.text for o in nb.cells[1].outputs] == ["done\n"]
+    assert nb.cells[0].metadata["tags"] == ["injected-parameters", "remove-cell"]
+
+
+def test_results_table_is_generated_or_says_nothing_is_published(tmp_path):
+    intro = tmp_path / "intro.md"
+    intro.write_text(INTRO)
+    assert refresh_results(intro, tmp_path / "missing.json")
+    assert NOT_PUBLISHED in intro.read_text()
+    assert not refresh_results(intro, tmp_path / "missing.json"), "refreshing twice changes nothing"
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"test_accuracy": 0.9234, "epochs": 20, "wall_time_s": 5250, "hardware": "one GPU"}')
+    refresh_results(intro, summary)
+    assert "| 92.34% | 20 | 1 h 28 min | one GPU |" in intro.read_text()
+    assert results_markdown(None) == NOT_PUBLISHED
+
+
+def test_the_committed_intro_results_block_is_up_to_date(tmp_path):
+    intro = tmp_path / "intro.md"
+    intro.write_text((ROOT / "book" / "intro.md").read_text())
+    assert not refresh_results(intro, ROOT / "book" / "results" / "summary.json")
+
+
+def test_build_only_builds_the_committed_chapters_as_they_are(tmp_path):
+    book = make_book(tmp_path / "repo")
+    before = digests(book)
+    done = run_cli(book.root, "--build-only")
+    assert done.returncode == 0, done.stderr
+    html = (book.root / "_build" / "html" / "book" / "01_first.html").read_text()
+    assert "https://colab.research.google.com/github/someone/tiny/blob/main/book/01_first.ipynb" in html
+    assert digests(book) == before
+    assert NOT_PUBLISHED in (book.root / "book" / "intro.md").read_text()

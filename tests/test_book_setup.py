@@ -1,0 +1,80 @@
+"""The machinery around the book: workflows, make targets, profiles, CI, and the CLI entry points."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import yaml
+from book_checks import ROOT
+
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+def make_targets() -> set[str]:
+    return set(re.findall(r"^([\w.-]+):", (ROOT / "Makefile").read_text(), flags=re.MULTILINE))
+
+
+def load(path):
+    workflow = yaml.safe_load(path.read_text())
+    workflow["on"] = workflow.pop(True, workflow.get("on"))  # YAML 1.1 reads a bare `on` as True
+    return workflow
+
+
+def run_steps(workflow) -> list[str]:
+    return [step["run"] for job in workflow["jobs"].values() for step in job.get("steps", []) if "run" in step]
+
+
+def test_workflows_are_valid_yaml_and_only_call_existing_make_targets():
+    assert len(WORKFLOWS) == 2
+    targets = make_targets()
+    for path in WORKFLOWS:
+        workflow = load(path)
+        assert workflow["jobs"] and workflow["on"], path.name
+        called = [t for command in run_steps(workflow) for t in re.findall(r"\bmake\s+([\w.-]+)", command)]
+        assert called, f"{path.name} calls no make target"
+        assert set(called) <= targets, f"{path.name} calls missing targets {set(called) - targets}"
+
+
+def test_publishing_builds_committed_outputs_on_push_and_deploys_pages():
+    workflow = load(ROOT / ".github" / "workflows" / "publish-book.yml")
+    assert "push" in workflow["on"]
+    steps = [s for job in workflow["jobs"].values() for s in job["steps"]]
+    assert any(s.get("uses", "").startswith("actions/deploy-pages") for s in steps)
+    assert "make book-html" in run_steps(workflow)
+
+
+def test_the_gpu_run_is_manual_self_hosted_and_opens_a_pull_request():
+    workflow = load(ROOT / ".github" / "workflows" / "run-book-gpu.yml")
+    assert set(workflow["on"]) == {"workflow_dispatch"}
+    job = workflow["jobs"]["run"]
+    assert "self-hosted" in job["runs-on"] and "gpu" in job["runs-on"]
+    assert any("make book" in command for command in run_steps(workflow))
+    assert any("create-pull-request" in s.get("uses", "") for s in job["steps"])
+
+
+def test_make_targets_for_the_book_exist_and_pass_the_data():
+    makefile = (ROOT / "Makefile").read_text()
+    assert {"book", "smoke-book", "book-html", "test", "venv"} <= make_targets()
+    assert re.search(r"^book: venv\n\t.*erav1 book --profile full -p data=\$\(DATA\)", makefile, re.MULTILINE)
+    assert re.search(r"^smoke-book: venv\n\t.*erav1 book --profile smoke -p data=\$\(DATA\)", makefile, re.MULTILINE)
+
+
+def test_profiles():
+    full = yaml.safe_load((ROOT / "book" / "profiles" / "full.yml").read_text())
+    smoke = yaml.safe_load((ROOT / "book" / "profiles" / "smoke.yml").read_text())
+    assert full["epochs"] == 20 and full["device"] == "auto"
+    assert smoke["epochs"] == 1 and smoke["device"] == "cpu" and smoke["subset"] <= 1000
+
+
+def test_ci_installs_chromium_before_the_tests():
+    script = (ROOT / ".ci" / "run").read_text()
+    assert "apt-get update" in script and "apt-get install -y -qq chromium chromium-driver" in script
+    assert script.index("chromium-driver") < script.index("make test")
+
+
+def test_run_book_script_and_cli_share_one_parser():
+    for command in ([sys.executable, "scripts/run_book.py", "--help"], [sys.executable, "-m", "erav1", "book", "-h"]):
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert done.returncode == 0 and "--profile" in done.stdout and "NAME=VALUE" in done.stdout
