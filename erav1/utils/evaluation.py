@@ -24,6 +24,7 @@ from erav1.utils.checkpoint import load_checkpoint, load_weights
 from erav1.utils.data import CIFAR10_CLASSES, ImageSet, iter_batches
 from erav1.utils.policies import Runtime
 from erav1.utils.rundir import CONFIG, find_weights, read_json
+from erav1.utils.text import Markdown, percent
 from erav1.utils.transforms import normalize
 
 
@@ -200,3 +201,24 @@ def _check_class_count(model: nn.Module, state_dict: Any, classes: Sequence[str]
             f"{source} holds weights for {found.shape[0]} classes, not for the {len(classes)} named "
             f"({', '.join(classes)}); pass its {found.shape[0]} class names as classes"
         )
+
+
+def describe_report(report: EvaluationReport) -> Markdown:
+    """The headline numbers of one evaluation pass, as the book quotes them."""
+    ranked = sorted(((a, c) for c, a in report.class_accuracy.items() if not math.isnan(a)), reverse=True)
+    confusion = report.confusion.clone()
+    confusion.fill_diagonal_(0)
+    true, pred = divmod(int(confusion.argmax()), len(report.classes))
+    class_size = int(report.confusion[true].sum())
+    lines = [
+        f"Test accuracy: **{percent(report.accuracy, 2)}** on {len(report.predictions.targets):,} test images.",
+        f"Easiest class: {ranked[0][1]} ({percent(ranked[0][0])}); "
+        f"hardest: {ranked[-1][1]} ({percent(ranked[-1][0])}).",
+    ]
+    if int(confusion[true, pred]):
+        lines.append(
+            f"The most frequent mistake is {report.classes[true]} taken for {report.classes[pred]}: "
+            f"{int(confusion[true, pred])} of {class_size} {report.classes[true]} images "
+            f"({percent(int(confusion[true, pred]) / class_size)})."
+        )
+    return Markdown("\n\n".join(lines))

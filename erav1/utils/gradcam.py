@@ -29,6 +29,7 @@ from erav1.errors import UsageError
 from erav1.utils.data import iter_batches
 from erav1.utils.misclassified import Misclassified
 from erav1.utils.policies import Runtime
+from erav1.utils.text import Markdown
 from erav1.utils.transforms import normalize
 
 MIN_MAP_SIZE = 5  # a smaller map cannot localise anything on a 32x32 image
@@ -276,4 +277,36 @@ def gradcam_misclassified(
         overlays_pred=_overlay(images01, cams_pred),
         overlays_true=_overlay(images01, cams_true),
         images=images01,
+    )
+
+
+def describe_target_layer(model: nn.Module, image_size: int = 32, min_size: int = MIN_MAP_SIZE) -> Markdown:
+    """Why the chosen layer: its map size and cell size against the last block's, measured for ``image_size``."""
+    chosen = choose_target_layer(model, image_size, min_size)
+    shapes = _output_shapes(model, _block_names(model), image_size)
+    last = list(shapes)[-1]
+
+    def cell(name: str) -> str:
+        _, h, w = shapes[name]
+        return f"its map is {h}x{w}, so each CAM cell covers {image_size // h}x{image_size // w} px"
+
+    text = f"Grad-CAM uses **{chosen}**: {cell(chosen)} of the {image_size}x{image_size} image."
+    if last != chosen:
+        text += (f" For the last block, {last}, {cell(last)}: below the {min_size}x{min_size} minimum, too coarse "
+                 "to point at a part of an object.")
+    return Markdown(text)
+
+
+def describe_gradcam(result: GradCamResult) -> Markdown:
+    """Which layer the CAMs come from, how coarse they are, and whether the two CAMs of an image agree."""
+    h, w = result.map_size
+    size = result.images.shape[1]
+    peaks = [np.unravel_index(cam.argmax(), cam.shape) for cam in (*result.cams_pred, *result.cams_true)]
+    n = len(result.cams_pred)
+    same = sum(abs(a[0] - b[0]) <= size // h and abs(a[1] - b[1]) <= size // w
+               for a, b in zip(peaks[:n], peaks[n:], strict=True))
+    return Markdown(
+        f"CAMs from layer **{result.layer}**, whose {h}x{w} map is upsampled to {size}x{size} px "
+        f"(each cell covers {size // h}x{size // w} px). For {same} of {n} images the predicted-class and the "
+        "true-class CAM peak within one cell of each other."
     )

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from erav1.utils.data import ImageSet
-from erav1.utils.evaluation import Predictions
+from erav1.utils.evaluation import EvaluationReport, Predictions
 from erav1.utils.policies import check_choice
+from erav1.utils.text import Markdown, markdown_table, percent
 
 ORDERS = ("confidence", "index")
 
@@ -53,3 +54,16 @@ def find_misclassified(
         )
         for i in wrong[:n].tolist()
     ]
+
+
+def describe_misclassified(items: list[Misclassified], report: EvaluationReport) -> Markdown:
+    """How many test images are wrong, and the ones picked for the gallery as a table."""
+    wrong = int((report.predictions.preds != report.predictions.targets).sum())
+    total = len(report.predictions.targets)
+    rows = [[item.index, report.classes[item.true], report.classes[item.pred], percent(item.confidence)]
+            for item in items]
+    return Markdown(
+        f"{wrong:,} of {total:,} test images are misclassified. The {len(items)} shown here are the mistakes the "
+        "model was most sure of:\n\n"
+        + markdown_table(["test image", "true class", "predicted", "confidence"], rows)
+    )

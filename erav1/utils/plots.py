@@ -8,6 +8,7 @@ value (or ``display(fig)``).  :func:`save_figure` writes any of them as PNG.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -29,12 +30,26 @@ from erav1.utils.transforms import Augmentation, cutout, random_crop, random_hor
 History = Sequence[dict[str, float]]
 
 
+class NotebookFigure(Figure):
+    """A Figure that Jupyter shows as a PNG when it is a cell's value.
+
+    A bare ``Figure`` only renders once the inline backend is active, which
+    with matplotlib >= 3.8 happens on the first pyplot call; these figures
+    never make one, so they say how to draw themselves.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
+
+
 def _figure(
     nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (7.0, 4.5), style: str = "whitegrid"
 ) -> tuple[Figure, np.ndarray]:
     """A constrained-layout Figure and its ``(nrows, ncols)`` axes, in a seaborn style (no global rcParams)."""
     with sns.axes_style(style):
-        fig = Figure(figsize=figsize, layout="constrained")
+        fig = NotebookFigure(figsize=figsize, layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
 
