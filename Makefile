@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The shared JPEG copy of CIFAR-10 when it sits beside the repo, else the official download.
 DATA   ?= $(if $(wildcard ../shared/data/cifar10-jpeg.zip),../shared/data/cifar10-jpeg.zip,cifar10)
 
-.PHONY: venv test lint train bench book smoke-book book-html stamp clean
+.PHONY: venv browser test lint train bench book smoke-book book-html stamp clean
 
 venv: $(VENV)/.installed
 
@@ -16,7 +16,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-test: venv
+# The book's browser tests use Debian's Chromium and its driver; install them once if missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: venv browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

@@ -2,11 +2,7 @@ import pytest
 import torch
 
 from erav1.errors import UsageError
-from erav1.models import MODELS, ResNet18, ResNet34, get_model
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from erav1.models import MODELS, ResNet18, ResNet34, count_parameters, get_model
 
 
 def test_resnet18_has_the_published_parameter_count():

@@ -26,6 +26,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from erav1.errors import UsageError
+from erav1.models.summary import feature_map_shapes, output_shapes, residual_blocks, restored_modes
 from erav1.utils.data import iter_batches
 from erav1.utils.misclassified import Misclassified
 from erav1.utils.policies import Runtime
@@ -36,70 +37,6 @@ MIN_MAP_SIZE = 5  # a smaller map cannot localise anything on a 32x32 image
 
 
 # --- which layer -------------------------------------------------------------------------
-
-
-def _stages(model: nn.Module) -> dict[str, list[str]]:
-    """The residual stages (top-level ``nn.Sequential`` children, ``layer1`` ...) and their blocks' names."""
-    return {
-        name: [f"{name}.{block}" for block, _ in child.named_children()]
-        for name, child in model.named_children()
-        if isinstance(child, nn.Sequential) and len(child)
-    }
-
-
-def _block_names(model: nn.Module) -> list[str]:
-    """Every residual block in forward order: ``layer1.0``, ``layer1.1``, ..., ``layer4.1``."""
-    return [block for blocks in _stages(model).values() for block in blocks]
-
-
-def _layer_names(model: nn.Module) -> list[str]:
-    """The stem (the top-level modules before the first stage), then each stage followed by its blocks."""
-    stages = _stages(model)
-    children = [name for name, _ in model.named_children()]
-    stem = children[: children.index(next(iter(stages)))] if stages else children
-    return stem + [name for stage, blocks in stages.items() for name in (stage, *blocks)]
-
-
-@contextlib.contextmanager
-def _restored_modes(model: nn.Module) -> Iterator[None]:
-    """Put every module's train/eval flag back afterwards, even a model in mixed modes."""
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-def _output_shapes(model: nn.Module, names: Sequence[str], image_size: int) -> dict[str, tuple[int, int, int]]:
-    """Each named module's output ``(C, H, W)`` for one ``image_size`` image, from a dry forward pass.
-
-    In eval mode and without gradients, so BatchNorm statistics are left alone.
-    """
-    shapes: dict[str, tuple[int, int, int]] = {}
-
-    def recorder(name: str):
-        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
-            if isinstance(output, torch.Tensor) and output.dim() == 4:
-                shapes[name] = tuple(output.shape[1:])
-
-        return hook
-
-    device = next(model.parameters()).device
-    handles = [model.get_submodule(name).register_forward_hook(recorder(name)) for name in names]
-    try:
-        with _restored_modes(model), torch.no_grad():
-            model.eval()
-            model(torch.zeros(1, 3, image_size, image_size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {name: shapes[name] for name in names if name in shapes}
-
-
-def feature_map_shapes(model: nn.Module, image_size: int = 32) -> dict[str, tuple[int, int, int]]:
-    """``(C, H, W)`` after the stem, every stage and every residual block, e.g. ``"layer3.1": (256, 8, 8)``."""
-    return _output_shapes(model, _layer_names(model), image_size)
 
 
 def _deepest_block(shapes: dict[str, tuple[int, int, int]], min_size: int, image_size: int) -> str:
@@ -114,7 +51,7 @@ def _deepest_block(shapes: dict[str, tuple[int, int, int]], min_size: int, image
 
 def choose_target_layer(model: nn.Module, image_size: int = 32, min_size: int = MIN_MAP_SIZE) -> str:
     """The deepest residual block whose output map is at least ``min_size`` x ``min_size``."""
-    return _deepest_block(_output_shapes(model, _block_names(model), image_size), min_size, image_size)
+    return _deepest_block(output_shapes(model, residual_blocks(model), image_size), min_size, image_size)
 
 
 class TargetLayer(NamedTuple):
@@ -133,7 +70,7 @@ def resolve_target_layer(
         except AttributeError:
             choices = ", ".join(feature_map_shapes(model, image_size))
             raise UsageError(f"the model has no layer {layer!r}; use 'auto' or one of: {choices}") from None
-    shapes = _output_shapes(model, _block_names(model) if layer == "auto" else [layer], image_size)
+    shapes = output_shapes(model, residual_blocks(model) if layer == "auto" else [layer], image_size)
     name = _deepest_block(shapes, MIN_MAP_SIZE, image_size) if layer == "auto" else layer
     if name not in shapes:
         raise UsageError(f"layer {name!r} outputs no (N, C, H, W) feature map, so Grad-CAM cannot use it")
@@ -216,7 +153,7 @@ def _cams(
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode(False))  # grad-cam needs autograd, even inside a caller's
         stack.enter_context(torch.enable_grad())  # torch.inference_mode() or torch.no_grad()
-        stack.enter_context(_restored_modes(model))
+        stack.enter_context(restored_modes(model))
         stack.enter_context(_frozen_parameters(model))
         stack.enter_context(_gradients_from(target_layer.module))
         cam = stack.enter_context(GradCAM(model=model, target_layers=[target_layer.module]))
@@ -283,7 +220,7 @@ def gradcam_misclassified(
 def describe_target_layer(model: nn.Module, image_size: int = 32, min_size: int = MIN_MAP_SIZE) -> Markdown:
     """Why the chosen layer: its map size and cell size against the last block's, measured for ``image_size``."""
     chosen = choose_target_layer(model, image_size, min_size)
-    shapes = _output_shapes(model, _block_names(model), image_size)
+    shapes = output_shapes(model, residual_blocks(model), image_size)
     last = list(shapes)[-1]
 
     def cell(name: str) -> str:
