@@ -168,7 +168,7 @@ def resume_to_the_end(run_dir: Path, epochs_saved: int) -> None:
         assert f"resuming {run_dir} after epoch {epochs_saved}/{EPOCHS}" in result.stdout
 
 
-# --- the uninterrupted reference ------------------------------------------------------------------
+# --- real data and the uninterrupted reference --------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def strike_after_s(reference_run) -> float:
 
 # --- kill -9 and Ctrl-C -----------------------------------------------------------------------------
 
-# Each scenario: (when to kill, epochs last.pt must hold afterwards), one per process start.
+# Each scenario, one tuple per process start: (moment to kill, its epoch, epochs last.pt holds after the kill).
 KILL_SCENARIOS = {
     "mid-epoch 1": [("mid", 1, 0)],
     "right after checkpoint 1": [("after", 1, 1)],
@@ -239,13 +239,13 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(scenario, reference_r
     assert_same_result(run_dir, reference_run)
 
 
-# Run in a subprocess: torch.save gets half of checkpoint N's bytes onto disk, then the process is killed.
-DIE_WHILE_WRITING_CHECKPOINT = """
+# Run in a subprocess: torch.save gets half of checkpoint N's bytes onto disk, then the process gets a signal.
+SIGNAL_WHILE_WRITING_CHECKPOINT = """
 import io, os, signal, sys
 import torch
 from erav1.utils.checkpoint import CHECKPOINT_FORMAT
 
-real_save, doomed_epoch = torch.save, int(sys.argv[1])
+real_save, doomed_epoch, sig = torch.save, int(sys.argv[1]), getattr(signal, sys.argv[2])
 
 def save(obj, f, *args, **kwargs):
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and obj["epoch"] == doomed_epoch:
@@ -254,25 +254,38 @@ def save(obj, f, *args, **kwargs):
         f.write(data.getvalue()[: len(data.getvalue()) // 2])
         f.flush()
         os.fsync(f.fileno())
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), sig)
     return real_save(obj, f, *args, **kwargs)
 
 torch.save = save
 from erav1.cli import main
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 """
+
+
+def signal_while_writing_checkpoint(epoch: int, sig: signal.Signals, args: list[str]) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-c", SIGNAL_WHILE_WRITING_CHECKPOINT, str(epoch), sig.name, *args, "--no-progress"]
+    return subprocess.run(argv, env=cli_env(), capture_output=True, text=True, timeout=600)
 
 
 def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(reference_run, run_args, tmp_path):
     run_dir = tmp_path / "run"
-    argv = [sys.executable, "-c", DIE_WHILE_WRITING_CHECKPOINT, "2", *run_args(run_dir)]
-    killed = subprocess.run([*argv, "--no-progress"], env=cli_env(), capture_output=True, text=True, timeout=600)
+    killed = signal_while_writing_checkpoint(2, signal.SIGKILL, run_args(run_dir))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     partial = list(run_dir.glob(".last.pt.*.tmp"))
     assert len(partial) == 1 and partial[0].stat().st_size < (run_dir / "last.pt").stat().st_size
     assert saved_epochs(run_dir) == 1  # the epoch-1 checkpoint is whole, not replaced by half of epoch 2's
     resume_to_the_end(run_dir, 1)
     assert_same_result(run_dir, reference_run)
+
+
+def test_ctrl_c_while_writing_a_checkpoint_keeps_the_previous_one_and_counts_it_right(run_args, tmp_path):
+    run_dir = tmp_path / "run"
+    interrupted = signal_while_writing_checkpoint(2, signal.SIGINT, run_args(run_dir))
+    assert interrupted.returncode == 130 and "Traceback" not in interrupted.stdout + interrupted.stderr
+    assert f"interrupted: 1 of {EPOCHS} epochs are saved in {run_dir / 'last.pt'}" in interrupted.stdout
+    assert saved_epochs(run_dir) == 1
+    assert not list(run_dir.glob(".*.tmp")), "an interrupted write must remove its temp file"
 
 
 def test_ctrl_c_keeps_the_checkpoint_and_prints_the_exact_resume_command(reference_run, strike_after_s, run_args,

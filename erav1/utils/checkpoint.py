@@ -26,6 +26,8 @@ from erav1.errors import CheckpointError
 CHECKPOINT_FORMAT = "erav1-checkpoint-1"
 # What a last.pt holds besides "format": everything fit() needs to continue a run.
 TRAINING_STATE = ("epoch", "config", "classes", "model", "optimizer", "scheduler", "scaler", "rng", "history")
+# How torch's weights_only unpickler names the callable it refused to import.
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 def _temp_name_parts(path: Path) -> tuple[str, str]:
@@ -60,18 +62,15 @@ def _atomic_write(path: Path, write) -> None:
         pass
 
 
-def remove_partial_writes(folder: str | os.PathLike, names: tuple[str, ...]) -> list[Path]:
-    """Delete the temp files that killed writes of ``names`` left in ``folder``; return what was removed.
+def remove_partial_writes(folder: str | os.PathLike, names: tuple[str, ...]) -> None:
+    """Delete the temp files that killed writes of ``names`` left in ``folder``.
 
     Finished files are never touched: a rename is the only way a temp file becomes one.
     """
-    removed = []
     for name in names:
         prefix, suffix = _temp_name_parts(Path(folder) / name)
         for tmp in Path(folder).glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
             tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -105,9 +104,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         ) from None
 
 
-_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
-
-
 def _describe_damage(path: Path, exc: Exception) -> str:
     """A few words on why torch could not read ``path``, without torch's page of advice."""
     if path.stat().st_size == 0:
@@ -137,7 +133,7 @@ def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def num_classes_of(state_dict: dict[str, torch.Tensor]) -> int | None:
+def _num_classes(state_dict: dict[str, torch.Tensor]) -> int | None:
     """The classifier's output count: every erav1 model ends in a Linear layer, its last 2-d weight."""
     matrices = [v for k, v in state_dict.items() if k.endswith("weight") and v.ndim == 2]
     return matrices[-1].shape[0] if matrices else None
@@ -152,12 +148,12 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     unexpected = [k for k in state_dict if k not in expected]
     if missing or unexpected:
         raise CheckpointError(
-            f"{source} holds weights for a different architecture than {type(model).__name__} "
-            f"with {sum(v.numel() for v in model.parameters()):,} parameters: "
-            f"{len(missing)} of its tensors are missing{_examples(missing)}, "
-            f"{len(unexpected)} are unknown to it{_examples(unexpected)}"
+            f"{source} holds weights for a different architecture than this {type(model).__name__} "
+            f"({sum(v.numel() for v in model.parameters()):,} parameters): it lacks {len(missing)} of the "
+            f"model's tensors{_examples(missing)} and has {len(unexpected)} the model does not know"
+            f"{_examples(unexpected)}"
         )
-    file_classes, model_classes = num_classes_of(state_dict), num_classes_of(expected)
+    file_classes, model_classes = _num_classes(state_dict), _num_classes(expected)
     if file_classes != model_classes:
         raise CheckpointError(
             f"{source} holds weights for {file_classes} classes, but the model has {model_classes}: "
