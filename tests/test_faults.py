@@ -602,7 +602,8 @@ def test_resume_of_a_folder_without_a_run_says_so(where, tmp_path):
     (["train", "--pct-start", "1"], "pct_start must be below 1"),
 ])
 def test_a_bad_option_gets_one_line(args, problem, tmp_path):
-    result = erav1(*args, "--run-dir", tmp_path / "run")
+    # Data in tmp_path: were the option accepted after all, the run must not download into ~/.cache.
+    result = erav1(*args, "--run-dir", tmp_path / "run", "--data", tmp_path / "data", "--data-dir", tmp_path / "cache")
     assert_clean_failure(result, problem)
     assert not (tmp_path / "run").exists()
 
