@@ -7,6 +7,8 @@ after every epoch and can resume from the last one.
 
 from __future__ import annotations
 
+import math
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -17,10 +19,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from erav1.errors import NonFiniteLossError, RunDirError, UsageError
+from erav1.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError, UsageError
 from erav1.models import MODELS, get_model
 from erav1.utils import rundir
-from erav1.utils.checkpoint import atomic_save, atomic_write_json, load_checkpoint, load_weights
+from erav1.utils.checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_save,
+    atomic_write_json,
+    load_training_checkpoint,
+    load_weights,
+    remove_partial_writes,
+)
 from erav1.utils.data import ImageSet, iter_batches, load_data
 from erav1.utils.evaluation import predict
 from erav1.utils.policies import (
@@ -71,6 +80,7 @@ class Config:
     channels_last: bool = _opt(True, "channels_last memory format")
     compile: bool = _opt(False, "torch.compile the model")
     data: str = _opt("cifar10", "'cifar10' (official, downloaded) or a path to an image folder or .zip")
+    resize: bool = _opt(True, "resize image-folder images that are not 32x32 (--no-resize refuses them)")
     data_dir: str = _opt("~/.cache/erav1", "where the official dataset and decoded-image caches live")
     subset: int | None = _opt(None, "use N images per split, stratified by class (quick runs)")
     val_fraction: float = _opt(0.0, "hold out this fraction of train for validation (0: score on test)")
@@ -97,6 +107,8 @@ class Config:
         for name in ("label_smoothing", "cutout_p", "pct_start"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UsageError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.scheduler == "onecycle" and self.pct_start == 1:
+            raise UsageError("pct_start must be below 1: onecycle needs steps left to anneal after the warm-up")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,6 +164,7 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), dtype=torch.long, device=runtime.device)
     recent: list[torch.Tensor] = []
+    recent_lrs: list[float] = []
     bar = tqdm(total=n, desc=f"epoch {epoch}", unit="img", file=sys.stdout, leave=False,
                disable=not progress, mininterval=1.0, ascii=True)
     start = time.perf_counter()
@@ -173,19 +186,20 @@ def train_one_epoch(
         loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
         recent.append(loss)
+        recent_lrs.append(lr)
         bar.update(len(y))
         if step % NAN_CHECK_EVERY == 0 or step * batch_size >= n:
             window = torch.stack(recent)
             finite = torch.isfinite(window)
             if not finite.all():
-                bad = step - len(recent) + 1 + int((~finite).nonzero()[0])
+                first = int((~finite).nonzero()[0])
                 raise NonFiniteLossError(
-                    f"the training loss became {window[~finite][0].item()} at epoch {epoch}, step {bad} "
-                    f"(lr {lr:.4g}); the run stopped and the last good checkpoint is kept. "
-                    "Lower --lr, or try --precision fp32."
+                    f"the training loss became {window[first].item()} at epoch {epoch}, "
+                    f"step {step - len(recent) + 1 + first} (lr {recent_lrs[first]:.4g})"
                 )
             bar.set_postfix(loss=f"{window.float().mean().item():.3f}", lr=f"{lr:.4f}", refresh=False)
             recent.clear()
+            recent_lrs.clear()
     bar.close()
     seconds = time.perf_counter() - start
     return {
@@ -205,32 +219,85 @@ def evaluate(
     return {"loss": predictions.loss(label_smoothing), "acc": predictions.accuracy()}
 
 
+def _resume_command(run_dir: Path) -> str:
+    return f"erav1 train --resume {shlex.quote(str(run_dir))}"
+
+
 def _start_or_resume(config: Config, run_dir: Path) -> dict[str, Any] | None:
-    """Check the run directory and return the checkpoint to resume from, if any."""
-    if not rundir.holds_run(run_dir):
-        return None
-    if config.overwrite:
-        rundir.clear_run(run_dir)
+    """Check the run directory and return the checkpoint to resume from, if any.
+
+    Nothing is written or removed here: an --overwrite clears the old run only
+    once the new one has its data and model, so a mistake cannot cost the old run.
+    """
+    if not rundir.holds_run(run_dir) or config.overwrite:
         return None
     if not config.resume:
         raise RunDirError(
-            f"{run_dir} already holds a run. Continue it with 'erav1 train --resume {run_dir}', "
+            f"{run_dir} already holds a run. Continue it with '{_resume_command(run_dir)}', "
             f"or replace it with --overwrite."
         )
-    if not (run_dir / rundir.CHECKPOINT).exists():
+    path = run_dir / rundir.CHECKPOINT
+    if not path.exists():
+        if (run_dir / rundir.WEIGHTS).exists():
+            raise RunDirError(
+                f"{run_dir} holds final weights ({rundir.WEIGHTS}) but no {rundir.CHECKPOINT} to resume from; "
+                "a resumed run would start over and replace them. Use --overwrite to start over."
+            )
         return None  # stopped before its first epoch ended: nothing to keep
-    checkpoint = load_checkpoint(run_dir / rundir.CHECKPOINT)
-    saved = checkpoint.get("config", {}) if isinstance(checkpoint, dict) else {}
+    checkpoint = load_training_checkpoint(path)
+    saved = checkpoint["config"]
     changed = sorted(
         k for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k, v) != v
     )
     if changed:
         detail = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed)
         raise RunDirError(
-            f"cannot resume {run_dir} with different settings ({detail}); "
-            "resume with its own config.json ('erav1 train --resume RUN_DIR'), or use --overwrite."
+            f"cannot resume from {path}: it was saved with other settings ({detail}); "
+            f"resume with the run's own config.json ('{_resume_command(run_dir)}'), or use --overwrite."
         )
     return checkpoint
+
+
+def _check_same_classes(checkpoint: dict[str, Any], source: Path, classes: list[str], data: str) -> None:
+    """A resumed run must see the classes its checkpoint was trained on, in the same order."""
+    if checkpoint["classes"] != classes:
+        raise DataError(
+            f"{source} was trained on {len(checkpoint['classes'])} classes ({', '.join(checkpoint['classes'])}), "
+            f"but {data} has {len(classes)} ({', '.join(classes)}); resume with the data the run started on"
+        )
+
+
+def _restore(checkpoint: dict[str, Any], source: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+             generator: torch.Generator) -> list[dict[str, float]]:
+    """Put every piece of training state back; return the history so far."""
+    load_weights(model, checkpoint["model"], source)
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        generator.set_state(checkpoint["rng"]["generator"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{source} does not match this run's training state ({exc})") from None
+    return list(checkpoint["history"])
+
+
+def _diverged(problem: str, precision: str, run_dir: Path, saved_epochs: int) -> NonFiniteLossError:
+    kept = (f"{run_dir / rundir.CHECKPOINT} keeps the last good epoch ({saved_epochs})" if saved_epochs
+            else "no epoch had finished, so there is no checkpoint")
+    hint = "Lower --lr" + ("" if precision == "fp32" else ", or try --precision fp32")
+    return NonFiniteLossError(f"{problem}; the run stopped, and {kept}. {hint}.")
+
+
+def _check_finite_scores(record: dict[str, float], steps_per_epoch: int) -> None:
+    """A diverged model can still train on finite losses while its evaluation is already NaN or inf."""
+    for key in [k for k in record if k.endswith("_loss") and k != "train_loss"]:
+        if not math.isfinite(record[key]):
+            raise NonFiniteLossError(
+                f"the {key.removesuffix('_loss')} loss became {record[key]} at epoch {int(record['epoch'])}, "
+                f"in the evaluation after step {steps_per_epoch} (lr {record['lr']:.4g})"
+            )
 
 
 def _format_epoch(record: dict[str, float], epochs: int, eval_name: str) -> str:
@@ -250,7 +317,9 @@ def fit(config: Config, progress: bool = True) -> FitResult:
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    data = load_data(config.data, config.data_dir, config.subset, config.val_fraction)
+    data = load_data(config.data, config.data_dir, config.subset, config.val_fraction, resize=config.resize)
+    if checkpoint is not None:
+        _check_same_classes(checkpoint, run_dir / rundir.CHECKPOINT, data.classes, config.data)
     torch.manual_seed(config.seed)
     model = runtime.prepare(get_model(config.model, num_classes=len(data.classes)))
     optimizer = build_optimizer(
@@ -263,18 +332,15 @@ def fit(config: Config, progress: bool = True) -> FitResult:
     generator = torch.Generator(device=runtime.device).manual_seed(config.seed)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
-    history: list[dict[str, float]] = []
+    history: list[dict[str, float]] = []  # the epochs saved in last.pt
     if checkpoint is not None:
-        load_weights(model, checkpoint["model"], run_dir / rundir.CHECKPOINT)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        generator.set_state(checkpoint["rng"]["generator"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        history = checkpoint["history"]
+        history = _restore(checkpoint, run_dir / rundir.CHECKPOINT, model, optimizer, scheduler, scaler, generator)
         print(f"resuming {run_dir} after epoch {len(history)}/{config.epochs}")
 
+    if config.overwrite:
+        rundir.clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_partial_writes(run_dir, rundir.RUN_FILES)  # left by writes that a kill cut short
     atomic_write_json(config.to_dict(), run_dir / rundir.CONFIG)
     atomic_write_json(rundir.environment_info(runtime.device, runtime.precision), run_dir / rundir.ENVIRONMENT)
     atomic_write_json(history, run_dir / rundir.HISTORY)
@@ -300,11 +366,11 @@ def fit(config: Config, progress: bool = True) -> FitResult:
             if epoch == config.epochs and data.val is not None:
                 final = evaluate(model, data.test, runtime, config.eval_batch_size, config.label_smoothing)
                 record |= {"test_loss": final["loss"], "test_acc": final["acc"]}
+            _check_finite_scores(record, steps_per_epoch)
             record["seconds"] = time.perf_counter() - start
-            history.append(record)
             atomic_save(
                 {
-                    "format": "erav1-checkpoint-1",
+                    "format": CHECKPOINT_FORMAT,
                     "epoch": epoch,
                     "config": config.to_dict(),
                     "model": model.state_dict(),
@@ -312,18 +378,21 @@ def fit(config: Config, progress: bool = True) -> FitResult:
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
                     "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
-                    "history": history,
+                    "history": history + [record],
                     "classes": data.classes,
                 },
                 run_dir / rundir.CHECKPOINT,
             )
+            history.append(record)
             atomic_write_json(history, run_dir / rundir.HISTORY)
             logger.log_epoch(record)
             print(_format_epoch(record, config.epochs, eval_name), flush=True)
+    except NonFiniteLossError as exc:
+        raise _diverged(str(exc), runtime.precision, run_dir, len(history)) from None
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: {len(history)} of {config.epochs} epochs are saved in {run_dir / rundir.CHECKPOINT}. "
-            f"Resume with: erav1 train --resume {run_dir}",
+            f"Resume with: {_resume_command(run_dir)}",
             flush=True,
         )
         raise

@@ -322,14 +322,16 @@ def _decode(
             if img.size != (size, size):
                 if not resize:
                     raise DataError(
-                        f"{root}/{name} is {img.size[0]}x{img.size[1]}, not {size}x{size}; "
-                        "allow resizing (resize=True) or fix the image"
+                        f"{root}/{name} is {img.size[0]}x{img.size[1]}, not {size}x{size}, and resizing is off; "
+                        "drop --no-resize (resize=False) to have such images resized, or resize them yourself"
                     )
                 img = img.resize((size, size), Image.BILINEAR)
                 repairs[f"resized to {size}x{size}"] += 1
             return np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{root}/{name} is not a readable image ({exc})") from None
+    except UnidentifiedImageError:  # its message would only name an in-memory buffer
+        raise DataError(f"{root}/{name} is not an image Pillow can read; remove it from the folder") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{root}/{name} is damaged or truncated ({exc}); replace or remove it") from None
 
 
 def iter_batches(n: int, batch_size: int, order: torch.Tensor | None = None) -> Iterator[torch.Tensor | slice]:

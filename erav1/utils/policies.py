@@ -143,6 +143,8 @@ def build_scheduler(
     sched = torch.optim.lr_scheduler
     if name == "onecycle":
         max_lr = [g["lr"] for g in optimizer.param_groups]
+        if pct_start * total == 1:  # torch's OneCycleLR divides by zero when the warm-up is exactly one step
+            pct_start = 1.001 / total
         return sched.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=pct_start)
     if name == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=total)
