@@ -8,6 +8,7 @@ fix print one line and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -16,6 +17,9 @@ from pathlib import Path
 
 from erav1.book.runner import add_book_parser
 from erav1.errors import Erav1Error
+
+if typing.TYPE_CHECKING:
+    from erav1.main import Config
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -77,21 +81,35 @@ def options_table() -> str:
     return "\n".join(rows)
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from erav1.main import Config, fit
+def _resume_config(args: argparse.Namespace) -> Config:
+    """The run's own config.json, plus only those options that cannot change its result (e.g. --device)."""
+    from erav1.main import RESUMABLE_CHANGES, Config
     from erav1.utils.rundir import CONFIG, read_json
 
+    run_dir = Path(args.resume)
+    if not (run_dir / CONFIG).exists():
+        raise Erav1Error(
+            f"nothing to resume: {run_dir} has no {CONFIG}. Start a run with 'erav1 train --run-dir {run_dir}'."
+        )
+    given = {f.name: getattr(args, f.name) for f in fields(Config)
+             if hasattr(args, f.name) and getattr(args, f.name) != f.default}
+    refused = sorted(set(given) - RESUMABLE_CHANGES)
+    if refused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise Erav1Error(
+            f"--resume continues {run_dir} with its own config.json, so {flags} cannot change; "
+            f"drop {'them' if len(refused) > 1 else 'it'}, or start a new run in another --run-dir"
+        )
+    values = read_json(run_dir / CONFIG)
+    values.update(given, run_dir=str(run_dir), resume=True, overwrite=False)
+    return Config.from_dict(values)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from erav1.main import Config, fit
+
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / CONFIG).exists():
-            raise Erav1Error(
-                f"nothing to resume: {run_dir} has no {CONFIG}. Start a run with 'erav1 train --run-dir {run_dir}'."
-            )
-        values = read_json(run_dir / CONFIG)
-        values.update(run_dir=str(run_dir), resume=True, overwrite=False)
-        if args.device_override:
-            values["device"] = args.device_override
-        config = Config.from_dict(values)
+        config = _resume_config(args)
     else:
         config = Config.from_dict({f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)})
     result = fit(config, progress=not args.no_progress)
@@ -155,20 +173,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a ResNet on CIFAR-10 and write a run directory.",
     )
     add_config_arguments(train)
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config")
-    train.add_argument("--device-override", choices=("auto", "cpu", "cuda", "mps"), default=None,
-                       help="with --resume: train on another device than the run started on")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue the run in RUN_DIR with its saved config (--device may change)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar, only one line per epoch")
     train.set_defaults(handler=run_train)
     add_analyze_parser(commands)
-
     add_book_parser(commands)
-
+    for sub in commands.choices.values():
+        sub.set_defaults(parser=sub)
     return parser
 
 
+def _interrupt_on_sigterm() -> None:
+    """Treat SIGTERM (a job scheduler stopping the run) like Ctrl-C: the last checkpoint stays, resume is printed."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # report it from the subcommand, whose --help lists its options
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    _interrupt_on_sigterm()
     try:
         return args.handler(args)
     except Erav1Error as exc:

@@ -113,6 +113,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_saved_dict(self) -> dict[str, Any]:
+        """What config.json records: the run itself, not how this invocation treats the run directory."""
+        return {**self.to_dict(), "resume": False, "overwrite": False}
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
         known = {f.name for f in fields(cls)}
@@ -341,7 +345,7 @@ def fit(config: Config, progress: bool = True) -> FitResult:
         rundir.clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_partial_writes(run_dir, rundir.RUN_FILES)  # left by writes that a kill cut short
-    atomic_write_json(config.to_dict(), run_dir / rundir.CONFIG)
+    atomic_write_json(config.to_saved_dict(), run_dir / rundir.CONFIG)
     atomic_write_json(rundir.environment_info(runtime.device, runtime.precision), run_dir / rundir.ENVIRONMENT)
     atomic_write_json(history, run_dir / rundir.HISTORY)
 
@@ -372,7 +376,7 @@ def fit(config: Config, progress: bool = True) -> FitResult:
                 {
                     "format": CHECKPOINT_FORMAT,
                     "epoch": epoch,
-                    "config": config.to_dict(),
+                    "config": config.to_saved_dict(),
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
