@@ -66,3 +66,13 @@ def test_readme_options_table_matches_the_config():
     from erav1.cli import options_table
 
     assert options_table() in (ROOT / "README.md").read_text()
+
+
+def test_resume_refuses_options_that_would_change_the_run(tmp_path):
+    from erav1.utils.checkpoint import atomic_write_json
+
+    run_dir = tmp_path / "run"
+    atomic_write_json(Config(run_dir=str(run_dir)).to_saved_dict(), run_dir / "config.json")
+    out = erav1("train", "--resume", str(run_dir), "--epochs", "30", "--lr", "0.3")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--epochs, --lr cannot change" in out.stderr

@@ -288,6 +288,14 @@ def test_ctrl_c_while_writing_a_checkpoint_keeps_the_previous_one_and_counts_it_
     assert not list(run_dir.glob(".*.tmp")), "an interrupted write must remove its temp file"
 
 
+def test_sigterm_from_a_scheduler_is_handled_like_ctrl_c(run_args, tmp_path):
+    run_dir = tmp_path / "run"
+    stopped = signal_while_writing_checkpoint(2, signal.SIGTERM, run_args(run_dir))
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stdout + stopped.stderr
+    assert f"Resume with: erav1 train --resume {shlex.quote(str(run_dir))}" in stopped.stdout
+    assert saved_epochs(run_dir) == 1
+
+
 def test_ctrl_c_keeps_the_checkpoint_and_prints_the_exact_resume_command(reference_run, strike_after_s, run_args,
                                                                          tmp_path):
     run_dir = tmp_path / "my runs" / "ctrl c"  # spaces: the printed command must still work when pasted
