@@ -184,13 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt_on_sigterm() -> None:
-    """Treat SIGTERM (a job scheduler stopping the run) like Ctrl-C: the last checkpoint stays, resume is printed."""
+def _install_interrupt_handlers() -> None:
+    """Ctrl-C and SIGTERM (a job scheduler stopping the run) both stop training cleanly.
 
-    def handler(signum: int, frame: object) -> None:
+    SIGINT gets Python's own handler even when the parent started us with it ignored
+    (as non-interactive shells do for background jobs), so ``kill -INT`` still works.
+    """
+
+    def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # report it from the subcommand, whose --help lists its options
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    _interrupt_on_sigterm()
+    _install_interrupt_handlers()
     try:
         return args.handler(args)
     except Erav1Error as exc:

@@ -68,10 +68,12 @@ def test_profiles():
     assert smoke["epochs"] == 1 and smoke["device"] == "cpu" and smoke["subset"] <= 1000
 
 
-def test_ci_installs_chromium_before_the_tests():
-    script = (ROOT / ".ci" / "run").read_text()
-    assert "apt-get update" in script and "apt-get install -y -qq chromium chromium-driver" in script
-    assert script.index("chromium-driver") < script.index("make test")
+def test_the_test_command_installs_chromium_and_ci_calls_it():
+    makefile = (ROOT / "Makefile").read_text()
+    browser = makefile[makefile.index("\nbrowser:"):makefile.index("\ntest:")]
+    assert "apt-get update" in browser and "apt-get install -y -qq chromium chromium-driver" in browser
+    assert re.search(r"^test: .*\bbrowser\b", makefile, re.M)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
 def test_run_book_script_and_cli_share_one_parser():

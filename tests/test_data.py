@@ -105,7 +105,7 @@ def test_train_and_test_with_different_classes(tmp_path):
 def test_unreadable_image_is_named(tmp_path):
     root = make_folder(tmp_path / "ds", {"train": {"cat": 1}, "test": {"cat": 1}})
     (root / "train" / "cat" / "notes.jpg").write_text("not an image")
-    with pytest.raises(DataError, match=r"train/cat/notes.jpg is not a readable image"):
+    with pytest.raises(DataError, match=r"train/cat/notes.jpg is not an image"):
         load_data(str(root), tmp_path / "cache")
 
 
