@@ -279,21 +279,15 @@ def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(reference_run,
     assert_same_result(run_dir, reference_run)
 
 
-def test_ctrl_c_while_writing_a_checkpoint_keeps_the_previous_one_and_counts_it_right(run_args, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_while_writing_a_checkpoint_keeps_the_previous_one_and_counts_it_right(sig, run_args, tmp_path):
     run_dir = tmp_path / "run"
-    interrupted = signal_while_writing_checkpoint(2, signal.SIGINT, run_args(run_dir))
+    interrupted = signal_while_writing_checkpoint(2, sig, run_args(run_dir))
     assert interrupted.returncode == 130 and "Traceback" not in interrupted.stdout + interrupted.stderr
-    assert f"interrupted: 1 of {EPOCHS} epochs are saved in {run_dir / 'last.pt'}" in interrupted.stdout
+    assert (f"interrupted: 1 of {EPOCHS} epochs are saved in {run_dir / 'last.pt'}. "
+            f"Resume with: erav1 train --resume {shlex.quote(str(run_dir))}") in interrupted.stdout
     assert saved_epochs(run_dir) == 1
     assert not list(run_dir.glob(".*.tmp")), "an interrupted write must remove its temp file"
-
-
-def test_sigterm_from_a_scheduler_is_handled_like_ctrl_c(run_args, tmp_path):
-    run_dir = tmp_path / "run"
-    stopped = signal_while_writing_checkpoint(2, signal.SIGTERM, run_args(run_dir))
-    assert stopped.returncode == 130 and "Traceback" not in stopped.stdout + stopped.stderr
-    assert f"Resume with: erav1 train --resume {shlex.quote(str(run_dir))}" in stopped.stdout
-    assert saved_epochs(run_dir) == 1
 
 
 def test_ctrl_c_keeps_the_checkpoint_and_prints_the_exact_resume_command(reference_run, strike_after_s, run_args,
