@@ -164,6 +164,29 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
     analyze.set_defaults(handler=run_analyze)
 
 
+def run_publish(args: argparse.Namespace) -> int:
+    from erav1.publish import SUMMARY, publish_run
+
+    summary = publish_run(args.run_dir, args.out, args.device)
+    print(f"published {args.run_dir}: final test accuracy {100 * summary['test_accuracy']:.2f}% "
+          f"after {summary['epochs']} epochs -> {Path(args.out) / SUMMARY}")
+    return 0
+
+
+def add_publish_parser(commands: argparse._SubParsersAction) -> None:
+    from erav1.utils.policies import DEVICES
+
+    publish = commands.add_parser(
+        "publish", help="write a finished run's summary.json and fp16 weights for the book",
+        description="Evaluate a finished run, then write summary.json and resnet18_cifar10.pt (fp16 weights).",
+    )
+    publish.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    publish.add_argument("--out", default="book/results", help="where to write them (default: %(default)s)")
+    publish.add_argument("--device", choices=DEVICES, default="auto",
+                         help="device of the evaluation pass (default: %(default)s)")
+    publish.set_defaults(handler=run_publish)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="erav1", description="ResNet on CIFAR-10: train, analyse, build the book.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -179,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=run_train)
     add_analyze_parser(commands)
     add_book_parser(commands)
+    add_publish_parser(commands)
     for sub in commands.choices.values():
         sub.set_defaults(parser=sub)
     return parser

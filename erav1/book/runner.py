@@ -89,6 +89,7 @@ def run_book(
     from erav1.book.parameters import for_chapter, load_profile
     from erav1.book.results import SUMMARY_FILE, refresh_results
     from erav1.book.tidy import tidy_notebook
+    from erav1.publish import publish_run
 
     overrides = list(overrides or [])
     declared, values = resolve_parameters(book, profile, overrides)
@@ -119,6 +120,10 @@ def run_book(
             shutil.copy2(staged.root / chapter.relative_to(book.root), chapter)
         target = book
         echo(f"wrote the executed chapters into {book.root / 'book'}")
+        summary = publish_run(book.root / values["run_dir"], book.root / RESULTS_DIR, values.get("device", "auto"))
+        echo(f"published the run: final test accuracy {100 * summary['test_accuracy']:.2f}% "
+             f"-> {RESULTS_DIR}/{SUMMARY_FILE}")
+        refresh_results(book.root / "README.md", book.root / RESULTS_DIR / SUMMARY_FILE)
     refresh_results(target.root / INTRO, book.root / RESULTS_DIR / SUMMARY_FILE)
     if not build:
         return BookRun(target.root, None)

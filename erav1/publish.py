@@ -1,0 +1,76 @@
+"""``erav1 publish``: turn a finished run into the book's published results.
+
+Writes two files that the book, the README and Colab readers use:
+
+* ``summary.json``: the final epoch's test accuracy (never the best epoch's), the
+  class-wise and final train accuracy, the whole recipe, the wall time, the
+  hardware, the torch version, the data source and the commit;
+* ``resnet18_cifar10.pt``: the final weights as an fp16 ``state_dict`` (about
+  22 MB), which chapters 4-6 can load instead of a run directory.
+
+Every number is read from the run's own files or measured on its test set here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from erav1.analysis import analyze_run
+from erav1.errors import RunDirError
+from erav1.utils.checkpoint import atomic_save, atomic_write_json, load_checkpoint
+from erav1.utils.rundir import CONFIG, ENVIRONMENT, WEIGHTS, read_history, read_json
+
+SUMMARY, PUBLISHED_WEIGHTS = "summary.json", "resnet18_cifar10.pt"
+RECIPE_KEYS = (
+    "model", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "decay_norm_and_bias", "scheduler",
+    "pct_start", "batch_size", "label_smoothing", "crop_padding", "flip", "cutout_size", "cutout_p",
+)
+
+
+def _hardware(environment: dict[str, Any]) -> str:
+    if environment.get("gpu"):
+        return environment["gpu"]
+    return f"{environment.get('cpu', 'CPU')} ({environment.get('cpu_threads', '?')} threads)"
+
+
+def _check_finished(run_dir: Path) -> None:
+    config, history = read_json(run_dir / CONFIG), read_history(run_dir)
+    if len(history) != config["epochs"] or not (run_dir / WEIGHTS).is_file():
+        raise RunDirError(
+            f"{run_dir} has finished {len(history)} of {config['epochs']} epochs; only a finished run is "
+            f"published. Finish it with 'erav1 train --resume {run_dir}'."
+        )
+
+
+def summarize_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The published record of a finished run; ``metrics`` is ``erav1 analyze``'s for the same run."""
+    config, environment = read_json(run_dir / CONFIG), read_json(run_dir / ENVIRONMENT)
+    history = read_history(run_dir)
+    final = history[-1]
+    return {
+        "test_accuracy": final["test_acc"],
+        "train_accuracy": final["train_acc"],
+        "class_accuracy": metrics["class_accuracy"],
+        "epochs": len(history),
+        "recipe": {key: config[key] for key in RECIPE_KEYS} | {"precision": environment["precision"]},
+        "seed": config["seed"],
+        "wall_time_s": sum(record["seconds"] for record in history),
+        "hardware": _hardware(environment),
+        "torch": environment["torch"],
+        "data": metrics["data"],
+        "commit": environment.get("git_commit"),
+    }
+
+
+def publish_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, device: str = "auto") -> dict[str, Any]:
+    """Write ``summary.json`` and the fp16 weights of a finished run into ``out_dir``; return the summary."""
+    run_dir, out_dir = Path(run_dir).expanduser(), Path(out_dir)
+    _check_finished(run_dir)
+    summary = summarize_run(run_dir, analyze_run(run_dir, device=device))
+    state_dict = load_checkpoint(run_dir / WEIGHTS)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
+    atomic_save(half, out_dir / PUBLISHED_WEIGHTS)
+    atomic_write_json(summary, out_dir / SUMMARY)
+    return summary

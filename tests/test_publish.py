@@ -1,0 +1,81 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from erav1.book.results import refresh_results
+from erav1.errors import RunDirError
+from erav1.publish import PUBLISHED_WEIGHTS, SUMMARY, publish_run
+from erav1.utils.evaluation import evaluate_model, load_model
+from erav1.utils.rundir import HISTORY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def published(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    return publish_run(tiny_run.run_dir, out, device="cpu"), out
+
+
+def test_summary_holds_the_final_epoch_the_recipe_and_the_environment(published, tiny_run):
+    summary, out = published
+    assert json.loads((out / SUMMARY).read_text()) == summary
+    final = tiny_run.history[-1]
+    assert summary["test_accuracy"] == final["test_acc"] and summary["train_accuracy"] == final["train_acc"]
+    assert summary["epochs"] == len(tiny_run.history) == 3
+    assert summary["wall_time_s"] == pytest.approx(sum(r["seconds"] for r in tiny_run.history))
+    assert set(summary["class_accuracy"]) == set(tiny_run.classes)
+    assert summary["recipe"]["optimizer"] == "sgd" and summary["recipe"]["precision"] == "fp32"
+    assert summary["recipe"]["cutout_size"] == 0 and summary["seed"] == 0
+    assert summary["torch"] == torch.__version__ and summary["hardware"] and "cifar10-jpeg.zip" in summary["data"]
+    # the class-wise accuracies, weighted by class size (50 each), give back the final test accuracy
+    mean = sum(summary["class_accuracy"].values()) / len(summary["class_accuracy"])
+    assert mean == pytest.approx(summary["test_accuracy"], abs=1e-6)
+
+
+def test_published_fp16_weights_load_and_predict_like_the_run(published, tiny_run, small_splits):
+    _, out = published
+    weights = torch.load(out / PUBLISHED_WEIGHTS, weights_only=True)
+    assert all(v.dtype == torch.float16 for k, v in weights.items() if "num_batches" not in k)
+    from_file = load_model(out / PUBLISHED_WEIGHTS, device="cpu", precision="fp32")
+    from_run = load_model(tiny_run.run_dir, device="cpu", precision="fp32")
+    a = evaluate_model(from_file.model, small_splits.test, from_file.runtime)
+    b = evaluate_model(from_run.model, small_splits.test, from_run.runtime)
+    agree = (a.predictions.preds == b.predictions.preds).float().mean().item()
+    assert agree > 0.98 and abs(a.accuracy - b.accuracy) < 0.02
+
+
+def test_the_results_table_is_generated_from_the_summary(published, tmp_path):
+    summary, out = published
+    page = tmp_path / "page.md"
+    page.write_text("# Results\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    assert refresh_results(page, out / SUMMARY)
+    assert f"{100 * summary['test_accuracy']:.2f}%" in page.read_text() and "old" not in page.read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "<!-- results:start -->" in readme and "<!-- results:end -->" in readme
+
+
+def test_an_unfinished_run_is_not_published(tiny_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "unfinished"
+    shutil.copytree(tiny_run.run_dir, run_dir)
+    history = json.loads((run_dir / HISTORY).read_text())
+    (run_dir / HISTORY).write_text(json.dumps(history[:1]))
+    with pytest.raises(RunDirError, match="finished 1 of 3 epochs"):
+        publish_run(run_dir, tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_publish_cli_reports_the_number(published, tiny_run, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "erav1", "publish", str(tiny_run.run_dir), "--out", str(tmp_path),
+                          "--device", "cpu"], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / SUMMARY).read_text())
+    assert f"final test accuracy {100 * summary['test_accuracy']:.2f}%" in out.stdout
