@@ -178,3 +178,23 @@ def test_build_only_builds_the_committed_chapters_as_they_are(tmp_path):
     assert "https://colab.research.google.com/github/someone/tiny/blob/main/book/01_first.ipynb" in html
     assert digests(book) == before
     assert NOT_PUBLISHED in (book.root / "book" / "intro.md").read_text()
+
+
+def test_the_full_profile_publishes_the_run_its_chapters_trained(tiny_run, tmp_path):
+    import shutil
+
+    book = make_book(tmp_path / "repo")
+    run_dir = tmp_path / "runs" / "book"
+    shutil.copytree(tiny_run.run_dir, run_dir)
+    nbformat.write(chapter("Third", 'run_dir = "runs/book"\ndevice = "auto"', "print(run_dir)"),
+                   book.root / "book" / "03_third.ipynb")
+    (book.root / "_toc.yml").write_text(TOC + "  - file: book/03_third\n")
+    (book.root / "book" / "profiles" / "full.yml").write_text(f"epochs: 20\nrun_dir: {run_dir}\ndevice: cpu\n")
+    (book.root / "README.md").write_text("# tiny\n\n<!-- results:start -->\n<!-- results:end -->\n")
+
+    run_book(Book.at(book.root), "full", build=False, echo=lambda _: None)
+    summary = book.root / "book" / "results" / "summary.json"
+    assert summary.is_file() and (book.root / "book" / "results" / "resnet18_cifar10.pt").is_file()
+    accuracy = f"{100 * tiny_run.final['test_acc']:.2f}%"
+    for page in (book.root / "README.md", book.root / "book" / "intro.md"):
+        assert accuracy in page.read_text(), page
