@@ -174,6 +174,7 @@ def run_publish(args: argparse.Namespace) -> int:
 
 
 def add_publish_parser(commands: argparse._SubParsersAction) -> None:
+    from erav1.book.layout import RESULTS_DIR
     from erav1.utils.policies import DEVICES
 
     publish = commands.add_parser(
@@ -181,7 +182,7 @@ def add_publish_parser(commands: argparse._SubParsersAction) -> None:
         description="Evaluate a finished run, then write summary.json and resnet18_cifar10.pt (fp16 weights).",
     )
     publish.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
-    publish.add_argument("--out", default="book/results", help="where to write them (default: %(default)s)")
+    publish.add_argument("--out", default=RESULTS_DIR, help="where to write them (default: %(default)s)")
     publish.add_argument("--device", choices=DEVICES, default="auto",
                          help="device of the evaluation pass (default: %(default)s)")
     publish.set_defaults(handler=run_publish)
