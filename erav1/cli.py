@@ -56,7 +56,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kind = _field_type(hints[f.name])
         default = f.default if f.default is not MISSING else None
-        help_text = f"{meta['help']} (default: {default})"
+        help_text = meta["help"]  # the train parser's ArgumentDefaultsHelpFormatter adds the default
         if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=help_text)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -70,6 +71,7 @@ def find_weights(run_dir: str | Path) -> Path:
 
 
 def _git_commit() -> str | None:
+    """The checked-out commit; ``ERAV1_COMMIT`` names it where the code runs from a copy without .git."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -79,8 +81,9 @@ def _git_commit() -> str | None:
             timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+        out = None
+    commit = out.stdout.strip() if out is not None and out.returncode == 0 else ""
+    return commit or os.environ.get("ERAV1_COMMIT") or None
 
 
 def _cpu_model() -> str:
