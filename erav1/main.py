@@ -26,6 +26,7 @@ from erav1.utils.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
     atomic_write_json,
+    load_checkpoint,
     load_training_checkpoint,
     load_weights,
     remove_partial_writes,
@@ -60,9 +61,9 @@ class Config:
 
     model: str = _opt("resnet18", "model architecture", tuple(MODELS))
     epochs: int = _opt(20, "number of training epochs")
-    batch_size: int = _opt(128, "training batch size")
+    batch_size: int = _opt(512, "training batch size")
     optimizer: str = _opt("sgd", "optimizer", OPTIMIZERS)
-    lr: float = _opt(0.1, "learning rate (the peak for onecycle)")
+    lr: float = _opt(0.4, "learning rate (the peak for onecycle)")
     momentum: float = _opt(0.9, "SGD momentum")
     nesterov: bool = _opt(True, "Nesterov momentum for SGD")
     weight_decay: float = _opt(5e-4, "weight decay")
@@ -249,17 +250,43 @@ def _start_or_resume(config: Config, run_dir: Path) -> dict[str, Any] | None:
             )
         return None  # stopped before its first epoch ended: nothing to keep
     checkpoint = load_training_checkpoint(path)
-    saved = checkpoint["config"]
+    _check_unchanged(config, checkpoint["config"], path)
+    return checkpoint
+
+
+def _check_unchanged(config: Config, saved: dict[str, Any], source: Path) -> None:
+    """Resuming must not change the run: only RESUMABLE_CHANGES may differ from the saved config."""
     changed = sorted(
         k for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k, v) != v
     )
     if changed:
         detail = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed)
         raise RunDirError(
-            f"cannot resume from {path}: it was saved with other settings ({detail}); "
-            f"resume with the run's own config.json ('{_resume_command(run_dir)}'), or use --overwrite."
+            f"cannot resume from {source}: it was saved with other settings ({detail}); "
+            f"resume with the run's own config.json ('{_resume_command(source.parent)}'), or use --overwrite."
         )
-    return checkpoint
+
+
+def _finished_run(config: Config, run_dir: Path) -> FitResult | None:
+    """A finished run, returned as it is: resuming it trains nothing and rewrites none of its files.
+
+    Only config.json, history.json and model.pt are needed, so a run trained elsewhere (on a GPU, say)
+    can be copied in without its 90 MB last.pt, and the book's chapter 3 then shows it instead of
+    training again.
+    """
+    weights = run_dir / rundir.WEIGHTS
+    if not config.resume or config.overwrite or not weights.is_file():
+        return None
+    history = rundir.read_history(run_dir)
+    if len(history) != config.epochs:
+        return None
+    _check_unchanged(config, rundir.read_json(run_dir / rundir.CONFIG), run_dir / rundir.CONFIG)
+    runtime = Runtime.create(config.device, config.precision, config.channels_last)
+    data = load_data(config.data, config.data_dir, config.subset, config.val_fraction, resize=config.resize)
+    model = runtime.prepare(get_model(config.model, num_classes=len(data.classes)))
+    load_weights(model, load_checkpoint(weights), weights)
+    print(f"{run_dir} has finished all {config.epochs} epochs: nothing to train (--overwrite trains it again)")
+    return FitResult(model, history, run_dir, data.classes)
 
 
 def _check_same_classes(checkpoint: dict[str, Any], source: Path, classes: list[str], data: str) -> None:
@@ -316,6 +343,9 @@ def _format_epoch(record: dict[str, float], epochs: int, eval_name: str) -> str:
 def fit(config: Config, progress: bool = True) -> FitResult:
     """Train ``config.model`` for ``config.epochs``; write and return the run."""
     run_dir = Path(config.run_dir).expanduser()
+    finished = _finished_run(config, run_dir)
+    if finished is not None:
+        return finished
     checkpoint = _start_or_resume(config, run_dir)
     runtime = Runtime.create(config.device, config.precision, config.channels_last)
     if runtime.device.type == "cuda":

@@ -580,9 +580,23 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(reference_run
     assert snapshot(run_dir) == before
 
 
-def test_resume_of_final_weights_without_last_pt_is_refused(reference_run, tmp_path):
+@pytest.mark.parametrize("keep_last_pt", [True, False], ids=["with-last.pt", "without-last.pt"])
+def test_resume_of_a_finished_run_trains_nothing_and_rewrites_nothing(keep_last_pt, reference_run, tmp_path):
+    """A run copied in without last.pt (as the book's GPU run is) is finished, not broken."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference_run, run_dir, ignore=None if keep_last_pt else shutil.ignore_patterns("last.pt"))
+    before = snapshot(run_dir)
+    result = erav1("train", "--resume", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "nothing to train" in result.stdout
+    assert snapshot(run_dir) == before
+
+
+def test_resume_of_final_weights_with_an_unfinished_history_is_refused(reference_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(reference_run, run_dir, ignore=shutil.ignore_patterns("last.pt"))
+    history = json.loads((run_dir / "history.json").read_text())
+    (run_dir / "history.json").write_text(json.dumps(history[:1]))
     before = snapshot(run_dir)
     result = erav1("train", "--resume", run_dir)
     assert_clean_failure(result, f"{run_dir} holds final weights (model.pt) but no last.pt", "--overwrite")

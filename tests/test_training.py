@@ -70,6 +70,17 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tiny_run, cifar_zip
     assert all(torch.equal(reference[k], final[k]) for k in reference)
 
 
+def test_resuming_a_finished_run_returns_it_without_training(tiny_run, cifar_zip, cache_dir):
+    config = tiny_config(cifar_zip, cache_dir, tiny_run.run_dir, resume=True)
+    weights = tiny_run.run_dir / rundir.WEIGHTS
+    stamp = weights.stat().st_mtime_ns
+    result = fit(config, progress=False)
+    assert result.history == tiny_run.history
+    saved = torch.load(weights, weights_only=True)
+    assert all(torch.equal(saved[k], v.cpu()) for k, v in result.model.state_dict().items())
+    assert weights.stat().st_mtime_ns == stamp
+
+
 def test_resuming_with_changed_settings_is_refused(tiny_run, cifar_zip, cache_dir):
     config = tiny_config(cifar_zip, cache_dir, tiny_run.run_dir, resume=True, lr=0.2)
     with pytest.raises(RunDirError, match=r"lr: 0.02 -> 0.2"):

@@ -71,7 +71,9 @@ def find_weights(run_dir: str | Path) -> Path:
 
 
 def _git_commit() -> str | None:
-    """The checked-out commit; ``ERAV1_COMMIT`` names it where the code runs from a copy without .git."""
+    """``ERAV1_COMMIT`` if set (a copy of the code whose .git is absent or stale), else the checked-out commit."""
+    if os.environ.get("ERAV1_COMMIT"):
+        return os.environ["ERAV1_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -81,9 +83,8 @@ def _git_commit() -> str | None:
             timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
-        out = None
-    commit = out.stdout.strip() if out is not None and out.returncode == 0 else ""
-    return commit or os.environ.get("ERAV1_COMMIT") or None
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def _cpu_model() -> str:
