@@ -35,6 +35,12 @@ def _hardware(environment: dict[str, Any]) -> str:
     return f"{environment.get('cpu', 'CPU')} ({environment.get('cpu_threads', '?')} threads)"
 
 
+def _data_label(source: str) -> str:
+    """The data source without this machine's folders: 'cifar10-jpeg.zip (60,000 .jpg files)'."""
+    path, sep, rest = source.partition(" (")
+    return f"{Path(path).name}{sep}{rest}" if Path(path).is_absolute() else source
+
+
 def _check_finished(run_dir: Path) -> None:
     config, history = read_json(run_dir / CONFIG), read_history(run_dir)
     if len(history) != config["epochs"] or not (run_dir / WEIGHTS).is_file():
@@ -59,7 +65,7 @@ def summarize_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         "wall_time_s": sum(record["seconds"] for record in history),
         "hardware": _hardware(environment),
         "torch": environment["torch"],
-        "data": metrics["data"],
+        "data": _data_label(metrics["data"]),
         "commit": environment.get("git_commit"),
     }
 

@@ -80,6 +80,7 @@ class SearchSettings:
 
     data: str
     out: Path
+    data_dir: str = "~/.cache/erav1"
     epochs: int = 20
     val_fraction: float = VAL_FRACTION
     deadline_s: float = 450.0
@@ -103,7 +104,8 @@ def launch(run: Run, changes: dict[str, object], settings: SearchSettings) -> No
     split = ["--val-fraction", str(settings.val_fraction)] if run.role == "val" else []
     quick = ["--subset", str(settings.subset)] if settings.subset else []
     command = [
-        sys.executable, "-m", "erav1", "train", "--data", settings.data, "--epochs", str(settings.epochs),
+        sys.executable, "-m", "erav1", "train", "--data", settings.data, "--data-dir", settings.data_dir,
+        "--epochs", str(settings.epochs),
         "--run-dir", str(run.run_dir), "--overwrite", "--no-progress",
         *split, *quick, *cli_flags(REFERENCE | changes),
     ]

@@ -33,6 +33,7 @@ from erav1.utils.data import load_data
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="the dataset, as 'erav1 train --data' takes it")
+    parser.add_argument("--data-dir", default="~/.cache/erav1", help="the decoded-image cache")
     parser.add_argument("--out", type=Path, default=Path("runs/search"), help="where the runs and logs go")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
@@ -41,11 +42,12 @@ def main() -> None:
     parser.add_argument("--round", type=int, choices=sorted(ROUNDS), default=max(ROUNDS), help="which grid to run")
     parser.add_argument("--candidates", type=int, help="use only the first N candidates of the grid")
     args = parser.parse_args()
-    settings = SearchSettings(args.data, args.out, args.epochs, args.val_fraction, args.deadline, args.subset)
+    settings = SearchSettings(args.data, args.out, args.data_dir, args.epochs, args.val_fraction, args.deadline,
+                              args.subset)
 
     start = time.monotonic()
     settings.out.mkdir(parents=True, exist_ok=True)
-    load_data(settings.data)  # decode once into the cache, so the runs below only read it
+    load_data(settings.data, settings.data_dir)  # decode once into the cache, so the runs below only read it
     print(f"data ready after {time.monotonic() - start:.0f} s", flush=True)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     grid = dict(list(ROUNDS[args.round].items())[: args.candidates])

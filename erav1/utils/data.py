@@ -18,9 +18,10 @@ import hashlib
 import io
 import os
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -114,7 +115,7 @@ def load_data(
         source = "cifar10 (torchvision)"
     else:
         train, test = load_image_folder(data, cache_dir=data_dir, resize=resize, verbose=verbose)
-        source = str(Path(data).expanduser().resolve())
+        source = f"{Path(data).expanduser().resolve()} ({_file_kinds(Path(data).expanduser())})"
     if subset is not None:
         train, test = stratified_subset(train, subset), stratified_subset(test, subset)
     val = None
@@ -232,6 +233,14 @@ class _Tree:
         if self.zip is not None:
             return lambda: self.zip.read(name)
         return lambda: (self.path / name).read_bytes()
+
+
+def _file_kinds(path: Path) -> str:
+    """'60,000 .jpg files': what an image-folder copy holds, so a report can say the images were JPEGs."""
+    tree = _Tree(path)
+    splits = tuple(f"{tree.prefix}{split}/" for split in SPLITS)
+    kinds = Counter(PurePosixPath(f).suffix.lower() or "(no suffix)" for f in tree.files if f.startswith(splits))
+    return ", ".join(f"{n:,} {suffix}" for suffix, n in kinds.most_common()) + " files"
 
 
 def _hidden(name: str) -> bool:
