@@ -285,7 +285,13 @@ def _finished_run(config: Config, run_dir: Path) -> FitResult | None:
     data = load_data(config.data, config.data_dir, config.subset, config.val_fraction, resize=config.resize)
     model = runtime.prepare(get_model(config.model, num_classes=len(data.classes)))
     load_weights(model, load_checkpoint(weights), weights)
-    print(f"{run_dir} has finished all {config.epochs} epochs: nothing to train (--overwrite trains it again)")
+    environment = rundir.read_json(run_dir / rundir.ENVIRONMENT)
+    where = environment.get("gpu") or environment.get("cpu") or environment.get("device")
+    print(f"{run_dir} has finished all {config.epochs} epochs, trained earlier on {where} "
+          f"({environment.get('precision')}): nothing to train (--overwrite trains it again). Its epochs:")
+    eval_name = "val" if "val_acc" in history[-1] else "test"
+    for record in history:
+        print(_format_epoch(record, config.epochs, eval_name))
     return FitResult(model, history, run_dir, data.classes)
 
 

@@ -250,5 +250,23 @@ def describe_recipe_search(folder: Path = SEARCH_DIR) -> Markdown:
         f"**{percent(chosen['val']['final']['val_acc'], 2)}** for **{chosen['candidate']}** "
         f"(round {chosen_round}), chose the recipe; the test column was filled in by the twins of the same "
         "runs and chose nothing. Train accuracy is measured on the augmented batches while the model learned."
+        + _describe_seeds(folder / "seeds")
     )
+
+
+def _describe_seeds(folder: Path) -> str:
+    """The chosen recipe again with other seeds (``seedN.history.json``): how much of the table is noise."""
+    runs = sorted(folder.glob("seed*.history.json"))
+    if not runs:
+        return ""
+    parts = []
+    for path in runs:
+        seed = path.name.split(".")[0].removeprefix("seed")
+        history = json.loads(path.read_text())
+        environment = json.loads((folder / f"seed{seed}.environment.json").read_text())
+        seconds = sum(record["seconds"] for record in history)
+        parts.append(f"seed {seed}: {percent(history[-1]['test_acc'], 2)} in {seconds:.0f} s on "
+                     f"{environment['gpu'] or environment['cpu']}")
+    return ("\n\nThe chosen recipe, trained again alone on the GPU with other seeds, finished at "
+            + "; ".join(parts) + ". Seed-to-seed differences of that size mean that the closer rows above are ties.")
 
