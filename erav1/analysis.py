@@ -50,7 +50,9 @@ def analyze_run(
     )
     loaded = load_model(run_dir, device, precision, classes=splits.classes)
     resolve_target_layer(loaded.model, layer, splits.test.images.shape[-1], allow_coarse)  # a bad --layer fails now
-    report = evaluate_model(loaded.model, splits.test, loaded.runtime, config.get("eval_batch_size", 512))
+    batch_size = config.get("eval_batch_size", 512)
+    report = evaluate_model(loaded.model, splits.test, loaded.runtime, batch_size)
+    flipped = evaluate_model(loaded.model, splits.test, loaded.runtime, batch_size, flip=True)
     items = find_misclassified(report.predictions, splits.test, n, order)
     cams = gradcam_misclassified(loaded.model, items, loaded.runtime, layer, allow_coarse)
     history = read_history(run_dir)
@@ -74,6 +76,7 @@ def analyze_run(
         "data": splits.source,
         "split": "test",
         **report.to_dict(),
+        "flip_tta_accuracy": flipped.accuracy,  # a separate number, never the reported one
         "misclassified": {
             "order": order,
             "items": [

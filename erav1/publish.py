@@ -57,6 +57,7 @@ def summarize_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     final = history[-1]
     return {
         "test_accuracy": final["test_acc"],
+        "test_accuracy_flip_tta": metrics["flip_tta_accuracy"],  # re-scored here, with mirrored copies averaged in
         "train_accuracy": final["train_acc"],
         "class_accuracy": metrics["class_accuracy"],
         "epochs": len(history),

@@ -87,6 +87,29 @@ def test_evaluate_model_makes_exactly_one_prediction_pass(small_splits):
     assert list(report.class_accuracy) == test.classes
 
 
+def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror(tiny_run, small_splits):
+    from erav1.utils.data import ImageSet
+
+    test = small_splits.test.take(torch.arange(64))
+    mirrored = ImageSet(test.images.flip(3), test.labels, test.classes)
+    plain, flipped = predict(tiny_run.model, test, CPU), predict(tiny_run.model, mirrored, CPU)
+    tta = predict(tiny_run.model, test, CPU, batch_size=24, flip=True)
+    torch.testing.assert_close(tta.logits, (plain.logits + flipped.logits) / 2, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(plain.logits, flipped.logits)  # a mirror is a different input to the model
+
+
+def test_describe_flip_tta_reports_both_numbers_and_keeps_the_plain_one(tiny_run, small_splits):
+    from erav1.utils.evaluation import describe_flip_tta
+
+    plain = evaluate_model(tiny_run.model, small_splits.test, CPU)
+    flipped = evaluate_model(tiny_run.model, small_splits.test, CPU, flip=True)
+    text = describe_flip_tta(plain, flipped)
+    assert f"**{100 * flipped.accuracy:.2f}%**" in text and f"{100 * plain.accuracy:.2f}%" in text
+    changed = int((plain.predictions.preds != flipped.predictions.preds).sum())
+    assert f"changed the prediction for {changed:,} of 500 images" in text
+    assert "stays the plain one" in text
+
+
 # --- load_model ---------------------------------------------------------------------
 
 

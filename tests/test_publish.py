@@ -11,6 +11,7 @@ from erav1.book.results import refresh_results
 from erav1.errors import RunDirError
 from erav1.publish import PUBLISHED_WEIGHTS, SUMMARY, publish_run
 from erav1.utils.evaluation import evaluate_model, load_model
+from erav1.utils.policies import Runtime
 from erav1.utils.rundir import HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,11 +23,13 @@ def published(tiny_run, tmp_path_factory):
     return publish_run(tiny_run.run_dir, out, device="cpu"), out
 
 
-def test_summary_holds_the_final_epoch_the_recipe_and_the_environment(published, tiny_run):
+def test_summary_holds_the_final_epoch_the_recipe_and_the_environment(published, tiny_run, small_splits):
     summary, out = published
     assert json.loads((out / SUMMARY).read_text()) == summary
     final = tiny_run.history[-1]
     assert summary["test_accuracy"] == final["test_acc"] and summary["train_accuracy"] == final["train_acc"]
+    flip = evaluate_model(tiny_run.model, small_splits.test, Runtime.create("cpu", "fp32"), flip=True)
+    assert summary["test_accuracy_flip_tta"] == pytest.approx(flip.accuracy, abs=1e-6)
     assert summary["epochs"] == len(tiny_run.history) == 3
     assert summary["wall_time_s"] == pytest.approx(sum(r["seconds"] for r in tiny_run.history))
     assert set(summary["class_accuracy"]) == set(tiny_run.classes)
@@ -57,6 +60,7 @@ def test_the_results_table_is_generated_from_the_summary(published, tmp_path):
     page.write_text("# Results\n<!-- results:start -->\nold\n<!-- results:end -->\n")
     assert refresh_results(page, out / SUMMARY)
     assert f"{100 * summary['test_accuracy']:.2f}%" in page.read_text() and "old" not in page.read_text()
+    assert f"{100 * summary['test_accuracy_flip_tta']:.2f}%" in page.read_text()  # beside it, not instead
     readme = (ROOT / "README.md").read_text()
     assert "<!-- results:start -->" in readme and "<!-- results:end -->" in readme
 

@@ -52,16 +52,18 @@ def results_markdown(summary: dict[str, Any] | None) -> str:
     """The table (or the not-yet-published sentence) that goes between the markers."""
     if summary is None:
         return NOT_PUBLISHED
+    flip = summary.get("test_accuracy_flip_tta")
     row = [
         f"{100 * summary['test_accuracy']:.2f}%",
+        f"{100 * flip:.2f}%" if flip is not None else "-",
         str(summary["epochs"]),
         format_duration(summary["wall_time_s"]),
         str(summary["hardware"]),
         str(summary.get("data", "")),
     ]
     return "\n".join([
-        "| Test accuracy (final epoch) | Epochs | Wall time | Hardware | Data |",
-        "|---|---|---|---|---|",
+        "| Test accuracy (final epoch) | With flip TTA (separate) | Epochs | Wall time | Hardware | Data |",
+        "|---|---|---|---|---|---|",
         "| " + " | ".join(row) + " |",
     ])
 

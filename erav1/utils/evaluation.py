@@ -51,15 +51,24 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset: ImageSet, runtime: Runtime, batch_size: int = 512) -> Predictions:
-    """Logits for every image, in eval mode, under the run's precision."""
+def predict(
+    model: nn.Module, dataset: ImageSet, runtime: Runtime, batch_size: int = 512, flip: bool = False
+) -> Predictions:
+    """Logits for every image, in eval mode, under the run's precision.
+
+    ``flip`` is test-time augmentation: each image is also scored mirrored, and the two
+    logits are averaged. It costs a second pass, and its accuracy is a different number
+    from the plain one, so the book always reports the two side by side.
+    """
     was_training = model.training
     model.eval()
     outputs = []
     for idx in iter_batches(len(dataset), batch_size):
         x = normalize(dataset.images[idx].to(runtime.device, non_blocking=True))
+        views = (x, x.flip(3)) if flip else (x,)
         with runtime.autocast():
-            outputs.append(model(x.contiguous(memory_format=runtime.memory_format)).float().cpu())
+            logits = [model(v.contiguous(memory_format=runtime.memory_format)).float() for v in views]
+        outputs.append((sum(logits) / len(logits)).cpu())
     model.train(was_training)
     return Predictions(torch.cat(outputs), dataset.labels.cpu())
 
@@ -122,9 +131,11 @@ class EvaluationReport:
         }
 
 
-def evaluate_model(model: nn.Module, dataset: ImageSet, runtime: Runtime, batch_size: int = 512) -> EvaluationReport:
+def evaluate_model(
+    model: nn.Module, dataset: ImageSet, runtime: Runtime, batch_size: int = 512, flip: bool = False
+) -> EvaluationReport:
     """Overall accuracy, class-wise accuracy and confusion matrix from exactly one :func:`predict` pass."""
-    return EvaluationReport.from_predictions(predict(model, dataset, runtime, batch_size), dataset.classes)
+    return EvaluationReport.from_predictions(predict(model, dataset, runtime, batch_size, flip), dataset.classes)
 
 
 # --- a trained model, back from disk -----------------------------------------------------
@@ -222,3 +233,17 @@ def describe_report(report: EvaluationReport) -> Markdown:
             f"({percent(int(confusion[true, pred]) / class_size)})."
         )
     return Markdown("\n\n".join(lines))
+
+
+def describe_flip_tta(plain: EvaluationReport, flipped: EvaluationReport) -> Markdown:
+    """Flip test-time augmentation as a second number beside the plain one, never in its place."""
+    gap = flipped.accuracy - plain.accuracy
+    changed = int((plain.predictions.preds != flipped.predictions.preds).sum())
+    direction = "above" if gap > 0 else "below" if gap < 0 else "the same as"
+    points = f"{abs(100 * gap):.2f} points {direction}" if gap else direction
+    return Markdown(
+        f"With flip test-time augmentation, accuracy is **{percent(flipped.accuracy, 2)}**: {points} the plain "
+        f"{percent(plain.accuracy, 2)}. Averaging each image with its mirror image changed the prediction for "
+        f"{changed:,} of {len(plain.predictions.targets):,} images. It costs a second forward pass, so the number "
+        "this book reports as its result stays the plain one."
+    )
