@@ -283,6 +283,9 @@ def _finished_run(config: Config, run_dir: Path) -> FitResult | None:
     _check_unchanged(config, rundir.read_json(run_dir / rundir.CONFIG), run_dir / rundir.CONFIG)
     runtime = Runtime.create(config.device, config.precision, config.channels_last)
     data = load_data(config.data, config.data_dir, config.subset, config.val_fraction, resize=config.resize)
+    checkpoint = run_dir / rundir.CHECKPOINT
+    if checkpoint.is_file():  # it names the classes; model.pt alone only has their number
+        _check_same_classes(load_training_checkpoint(checkpoint), checkpoint, data.classes, config.data)
     model = runtime.prepare(get_model(config.model, num_classes=len(data.classes)))
     load_weights(model, load_checkpoint(weights), weights)
     environment = rundir.read_json(run_dir / rundir.ENVIRONMENT)

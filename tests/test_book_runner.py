@@ -159,7 +159,11 @@ def test_results_table_is_generated_or_says_nothing_is_published(tmp_path):
     summary = tmp_path / "summary.json"
     summary.write_text('{"test_accuracy": 0.9234, "epochs": 20, "wall_time_s": 5250, "hardware": "one GPU"}')
     refresh_results(intro, summary)
-    assert "| 92.34% | 20 | 1 h 28 min | one GPU |" in intro.read_text()
+    assert "| 92.34% | - | 20 | 1 h 28 min | one GPU |" in intro.read_text()  # no flip-TTA number: a dash
+    summary.write_text('{"test_accuracy": 0.9234, "test_accuracy_flip_tta": 0.9301, "epochs": 20, '
+                       '"wall_time_s": 5250, "hardware": "one GPU"}')
+    refresh_results(intro, summary)
+    assert "| 92.34% | 93.01% | 20 | 1 h 28 min | one GPU |" in intro.read_text()
     assert results_markdown(None) == NOT_PUBLISHED
 
 
