@@ -74,6 +74,7 @@ def analyze_run(
         "run_dir": str(run_dir),
         "weights": str(loaded.source),
         "data": splits.source,
+        "data_files": splits.contents,
         "split": "test",
         **report.to_dict(),
         "flip_tta_accuracy": flipped.accuracy,  # a separate number, never the reported one

@@ -35,10 +35,9 @@ def _hardware(environment: dict[str, Any]) -> str:
     return f"{environment.get('cpu', 'CPU')} ({environment.get('cpu_threads', '?')} threads)"
 
 
-def _data_label(source: str) -> str:
-    """The data source without this machine's folders: 'cifar10-jpeg.zip (60,000 .jpg files)'."""
-    path, sep, rest = source.partition(" (")
-    return f"{Path(path).name}{sep}{rest}" if Path(path).is_absolute() else source
+def _data_label(data: str, files: str) -> str:
+    """What the run read, without this machine's folders: 'cifar10-jpeg.zip (60,000 .jpg files)'."""
+    return f"{Path(data).name} ({files})" if files else data
 
 
 def _check_finished(run_dir: Path) -> None:
@@ -66,7 +65,7 @@ def summarize_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         "wall_time_s": sum(record["seconds"] for record in history),
         "hardware": _hardware(environment),
         "torch": environment["torch"],
-        "data": _data_label(metrics["data"]),
+        "data": _data_label(config["data"], metrics["data_files"]),
         "commit": environment.get("git_commit"),
     }
 

@@ -197,8 +197,6 @@ def print_table(summary: dict[str, object]) -> None:
     print(f"winner (by val): {summary['winner']}; published run: {summary['published_run']}")
 
 
-
-
 def _describe_changes(changes: dict[str, object]) -> str:
     different = {k: v for k, v in changes.items() if REFERENCE.get(k) != v}
     return ", ".join(f"`{k}={v}`" for k, v in different.items()) or "none (the reference)"

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def published(tiny_run, tmp_path_factory):
+    """Publish a copy: publishing writes RUN_DIR/report/, which must not leak into the shared tiny run."""
+    run_dir = tmp_path_factory.mktemp("published") / "run"
+    shutil.copytree(tiny_run.run_dir, run_dir)
     out = tmp_path_factory.mktemp("results")
-    return publish_run(tiny_run.run_dir, out, device="cpu"), out
+    return publish_run(run_dir, out, device="cpu"), out
 
 
 def test_summary_holds_the_final_epoch_the_recipe_and_the_environment(published, tiny_run, small_splits):
@@ -79,7 +83,9 @@ def test_an_unfinished_run_is_not_published(tiny_run, tmp_path):
 
 def test_publish_cli_reports_the_number(published, tiny_run, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "erav1", "publish", str(tiny_run.run_dir), "--out", str(tmp_path),
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run_dir)
+    out = subprocess.run([sys.executable, "-m", "erav1", "publish", str(run_dir), "--out", str(tmp_path),
                           "--device", "cpu"], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr
     summary = json.loads((tmp_path / SUMMARY).read_text())

@@ -32,7 +32,7 @@ from erav1.utils.checkpoint import atomic_save
 from erav1.utils.text import Markdown, markdown_table
 
 SPLITS = ("train", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 LAYOUTS = (
     "erav1 reads either 'cifar10' (the official dataset, downloaded by torchvision) "
     "or a path to a directory or .zip laid out as train/<class>/<image> and "
@@ -78,6 +78,7 @@ class DataSplits:
     test: ImageSet
     val: ImageSet | None = None
     source: str = ""
+    contents: str = ""  # what an image-folder copy holds, e.g. '60,000 .jpg files'; '' for the official release
 
     @property
     def classes(self) -> list[str]:
@@ -112,16 +113,16 @@ def load_data(
     data_dir = Path(data_dir).expanduser()
     if data.lower() == "cifar10":
         train, test = _load_torchvision_cifar10(data_dir)
-        source = "cifar10 (torchvision)"
+        source, contents = "cifar10 (torchvision)", ""
     else:
-        train, test = load_image_folder(data, cache_dir=data_dir, resize=resize, verbose=verbose)
-        source = f"{Path(data).expanduser().resolve()} ({_file_kinds(Path(data).expanduser())})"
+        train, test, contents = _read_image_folder(data, data_dir, resize, verbose=verbose)
+        source = f"{Path(data).expanduser().resolve()} ({contents})"
     if subset is not None:
         train, test = stratified_subset(train, subset), stratified_subset(test, subset)
     val = None
     if val_fraction > 0:
         train, val = split_validation(train, val_fraction)
-    return DataSplits(train, test, val, source)
+    return DataSplits(train, test, val, source, contents)
 
 
 def _per_class_indices(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
@@ -235,14 +236,6 @@ class _Tree:
         return lambda: (self.path / name).read_bytes()
 
 
-def _file_kinds(path: Path) -> str:
-    """'60,000 .jpg files': what an image-folder copy holds, so a report can say the images were JPEGs."""
-    tree = _Tree(path)
-    splits = tuple(f"{tree.prefix}{split}/" for split in SPLITS)
-    kinds = Counter(PurePosixPath(f).suffix.lower() or "(no suffix)" for f in tree.files if f.startswith(splits))
-    return ", ".join(f"{n:,} {suffix}" for suffix, n in kinds.most_common()) + " files"
-
-
 def _hidden(name: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in name.split("/"))
 
@@ -265,6 +258,25 @@ def load_image_folder(
     verbose: bool = True,
 ) -> tuple[ImageSet, ImageSet]:
     """Decode ``train/`` and ``test/`` of a directory or zip; cache the arrays in ``cache_dir``."""
+    train, test, _ = _read_image_folder(path, cache_dir, resize, size, verbose)
+    return train, test
+
+
+def _file_kinds(layout: dict[str, dict[str, list[str]]]) -> str:
+    """'60,000 .jpg files': what the decoded images were stored as, so a report can say they were JPEGs."""
+    kinds = Counter(PurePosixPath(f).suffix.lower() or "(no suffix)"
+                    for classes in layout.values() for files in classes.values() for f in files)
+    return ", ".join(f"{n:,} {suffix}" for suffix, n in kinds.most_common()) + " files"
+
+
+def _read_image_folder(
+    path: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+    resize: bool = True,
+    size: int = 32,
+    verbose: bool = True,
+) -> tuple[ImageSet, ImageSet, str]:
+    """:func:`load_image_folder`, plus what the files were (kept in the cache, so a cached load lists nothing)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"data path {path} does not exist. {LAYOUTS}")
@@ -275,13 +287,15 @@ def load_image_folder(
         if cache_file.exists():
             try:
                 cached = torch.load(cache_file, weights_only=True)
-                return tuple(ImageSet(*cached[s], cached["classes"]) for s in SPLITS)  # type: ignore[return-value]
+                train, test = (ImageSet(*cached[s], cached["classes"]) for s in SPLITS)
+                return train, test, cached["files"]
             except Exception:
                 pass  # a stale or broken cache is simply rebuilt
     tree = _Tree(path)
     layout = {s: tree.split(s) for s in SPLITS}
     _check_classes(path, layout)
     classes = list(layout["train"])
+    contents = _file_kinds(layout)
     repairs = {"converted to RGB": 0, f"resized to {size}x{size}": 0}
     sets = []
     for split in SPLITS:
@@ -297,12 +311,13 @@ def load_image_folder(
     if cache_file is not None:
         try:
             atomic_save(
-                {"classes": classes, **{s: (d.images, d.labels) for s, d in zip(SPLITS, sets, strict=True)}},
+                {"classes": classes, "files": contents,
+                 **{s: (d.images, d.labels) for s, d in zip(SPLITS, sets, strict=True)}},
                 cache_file,
             )
         except OSError:
             pass  # a read-only cache folder only costs speed
-    return sets[0], sets[1]
+    return sets[0], sets[1], contents
 
 
 def _check_classes(path: Path, layout: dict[str, dict[str, list[str]]]) -> None:
