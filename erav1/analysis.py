@@ -2,7 +2,8 @@
 
 One prediction pass over the run's test split gives the accuracy, the
 class-wise accuracy and the confusion matrix; the most instructive mistakes
-then get Grad-CAM for their predicted and their true class.
+then get Grad-CAM for their predicted and their true class. ROAD scores every
+CAM method on a sample, with chapter 7's function and seed, so both give the same table.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from erav1.main import Config
-from erav1.utils import plots
+from erav1.utils import cam_trust, plots
 from erav1.utils.checkpoint import atomic_write_json
 from erav1.utils.data import load_data
 from erav1.utils.evaluation import evaluate_model, load_model
@@ -33,11 +34,14 @@ def analyze_run(
     device: str = "auto",
     precision: str = "auto",
     allow_coarse: bool = False,
+    faithfulness_n: int = cam_trust.SAMPLE_SIZE,
+    faithfulness_seed: int = cam_trust.SEED,
 ) -> dict[str, Any]:
     """Evaluate the run on its test split and write every figure and ``metrics.json``; returns the metrics.
 
     ``data`` and ``data_dir`` default to the run's own config.json, as does its
     ``subset``, so a quick run is scored on the same images it was tested on.
+    ``faithfulness_n`` test images get ROAD for every CAM method (0 skips it).
     """
     run_dir = Path(run_dir).expanduser()
     find_weights(run_dir)  # no model: fail before decoding any data
@@ -55,6 +59,11 @@ def analyze_run(
     flipped = evaluate_model(loaded.model, splits.test, loaded.runtime, batch_size, flip=True)
     items = find_misclassified(report.predictions, splits.test, n, order)
     cams = gradcam_misclassified(loaded.model, items, loaded.runtime, layer, allow_coarse)
+    faithfulness = None
+    if faithfulness_n:
+        sample = cam_trust.Sample.stratified(report.predictions, splits.test, faithfulness_n, faithfulness_seed)
+        faithfulness = cam_trust.measure_faithfulness(loaded.model, sample, loaded.runtime, layer=layer,
+                                                      seed=faithfulness_seed, allow_coarse=allow_coarse)
     history = read_history(run_dir)
 
     figures = {
@@ -93,6 +102,7 @@ def analyze_run(
             ],
         },
         "gradcam": {"layer": cams.layer, "map_size": list(cams.map_size)},
+        "faithfulness": faithfulness.to_dict() if faithfulness else None,  # ROAD, as in chapter 7
         "figures": [f"{name}.png" for name in figures],
     }
     atomic_write_json(metrics, out / METRICS)

@@ -31,6 +31,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """Reports a bad option in one line plus a pointer to --help, not a usage dump."""
 
@@ -123,16 +130,23 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_analyze(args: argparse.Namespace) -> int:
     from erav1.analysis import METRICS, REPORT, analyze_run
+    from erav1.utils.cam_trust import RANDOM
 
     metrics = analyze_run(
         args.run_dir, n=args.n, layer=args.layer, order=args.order, data=args.data, data_dir=args.data_dir,
         device=args.device, precision=args.precision, allow_coarse=args.allow_coarse,
+        **{name: getattr(args, name) for name in ("faithfulness_n", "faithfulness_seed")
+           if getattr(args, name) is not None},  # unset: analyze_run's defaults, which are chapter 7's
     )
     h, w = metrics["gradcam"]["map_size"]
+    road = metrics["faithfulness"]
+    best = next((row for row in road["table"] if row["method"] != RANDOM), None) if road else None
     print(
         f"test accuracy {100 * metrics['accuracy']:.2f}% on {metrics['num_images']} images; "
         f"{len(metrics['misclassified']['items'])} misclassified shown, Grad-CAM at {metrics['gradcam']['layer']} "
-        f"({h}x{w}); {len(metrics['figures'])} figures and {METRICS} in {Path(args.run_dir) / REPORT}"
+        f"({h}x{w}); "
+        + (f"ROAD on {road['num_images']} images ranks {best['label']} first; " if best else "")
+        + f"{len(metrics['figures'])} figures and {METRICS} in {Path(args.run_dir) / REPORT}"
     )
     return 0
 
@@ -155,6 +169,12 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
                          help="Grad-CAM layer, e.g. layer3.1; auto: the deepest residual block with a map of at "
                               "least 5x5 (default: %(default)s)")
     analyze.add_argument("--allow-coarse", action="store_true", help="accept a --layer whose map is under 5x5")
+    analyze.add_argument("--faithfulness-n", type=_non_negative_int, metavar="N",
+                         help="test images (half right, half wrong) for ROAD's faithfulness table of every CAM "
+                              "method; 0 skips it (default: chapter 7's sample size)")
+    analyze.add_argument("--faithfulness-seed", type=int, metavar="SEED",
+                         help="seed of that sample, of the random-map baseline and of ROAD's noise "
+                              "(default: chapter 7's)")
     analyze.add_argument("--data", help="dataset to score (default: the run's, from its config.json)")
     analyze.add_argument("--data-dir", help="dataset cache folder (default: the run's, from its config.json)")
     analyze.add_argument("--device", choices=DEVICES, default="auto",

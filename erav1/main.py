@@ -11,6 +11,7 @@ import math
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,20 @@ class FitResult:
         return self.history[-1]
 
 
+def training_batches(
+    dataset: ImageSet, batch_size: int, augment: Augmentation, generator: torch.Generator, runtime: Runtime
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of model-ready ``(x, y)`` batches: a seeded shuffle, the augmentation, normalisation.
+
+    Training and the LR range test (:mod:`erav1.utils.lr_finder`) both draw from it, so the
+    range test sees exactly the batches training would.
+    """
+    order = torch.randperm(len(dataset), generator=generator, device=generator.device)
+    for idx in iter_batches(len(dataset), batch_size, order):
+        x = normalize(augment(dataset.images[idx], generator)).contiguous(memory_format=runtime.memory_format)
+        yield x, dataset.labels[idx]
+
+
 def train_one_epoch(
     model: nn.Module,
     dataset: ImageSet,
@@ -165,7 +180,6 @@ def train_one_epoch(
     """One pass over ``dataset`` (already on the device) in a seeded random order."""
     model.train()
     n = len(dataset)
-    order = torch.randperm(n, generator=generator, device=generator.device)
     loss_sum = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), dtype=torch.long, device=runtime.device)
     recent: list[torch.Tensor] = []
@@ -173,10 +187,7 @@ def train_one_epoch(
     bar = tqdm(total=n, desc=f"epoch {epoch}", unit="img", file=sys.stdout, leave=False,
                disable=not progress, mininterval=1.0, ascii=True)
     start = time.perf_counter()
-    for step, idx in enumerate(iter_batches(n, batch_size, order), start=1):
-        images = augment(dataset.images[idx], generator)
-        x = normalize(images).contiguous(memory_format=runtime.memory_format)
-        y = dataset.labels[idx]
+    for step, (x, y) in enumerate(training_batches(dataset, batch_size, augment, generator, runtime), start=1):
         with runtime.autocast():
             logits = model(x)
             loss = criterion(logits, y)

@@ -15,10 +15,11 @@ CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
 EXPECTED_FIGURES = {
     "01_data": 2,  # samples per class, augmentations
     "02_model": 1,  # feature-map sizes
-    "03_training": 3,  # loss, accuracy, learning rate
+    "03_training": 4,  # LR range test, loss, accuracy, learning rate
     "04_evaluation": 2,  # class accuracy, confusion matrix
     "05_misclassified": 1,  # the gallery
     "06_gradcam": 1,  # the CAM grid
+    "07_trust": 5,  # layers, methods, ROAD curves, rank correlations, randomised maps
 }
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 

@@ -1,5 +1,9 @@
 """Grad-CAM on misclassified images, through the ``grad-cam`` package (pytorch-grad-cam).
 
+:func:`compute_cams` runs Grad-CAM or any other CAM method of the package
+(:data:`CAM_METHODS`) in one place, so every method gets the same batching,
+targets and side-effect handling.
+
 Which layer a CAM is taken from decides what it can show.  On a 32x32 CIFAR
 image ResNet18's ``layer4`` outputs 4x4, so every CAM cell stands for an 8x8 px
 patch: too coarse to point at anything.  The default is therefore the deepest
@@ -14,13 +18,23 @@ it clears and fills parameter gradients, and its hooks live until released.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam import (
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
+from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
@@ -29,11 +43,38 @@ from erav1.errors import UsageError
 from erav1.models.summary import feature_map_shapes, output_shapes, residual_blocks, restored_modes
 from erav1.utils.data import iter_batches
 from erav1.utils.misclassified import Misclassified
-from erav1.utils.policies import Runtime
+from erav1.utils.policies import Runtime, check_choice
 from erav1.utils.text import Markdown
 from erav1.utils.transforms import normalize
 
 MIN_MAP_SIZE = 5  # a smaller map cannot localise anything on a 32x32 image
+
+
+class CamMethod(NamedTuple):
+    label: str  # how the book names it
+    cam_class: type[BaseCAM]
+
+
+# The package's CAM methods that the book compares; every one goes through :func:`compute_cams`.
+CAM_METHODS: dict[str, CamMethod] = {
+    "gradcam": CamMethod("Grad-CAM", GradCAM),
+    "gradcam++": CamMethod("Grad-CAM++", GradCAMPlusPlus),
+    "xgradcam": CamMethod("XGrad-CAM", XGradCAM),
+    "hirescam": CamMethod("HiResCAM", HiResCAM),
+    "layercam": CamMethod("LayerCAM", LayerCAM),
+    "eigencam": CamMethod("EigenCAM", EigenCAM),
+    "scorecam": CamMethod("Score-CAM", ScoreCAM),
+}
+# Score-CAM runs one forward pass per channel of the layer, batched by the package (16 by default, slow on
+# a CPU), and its hooks keep every pass's activations until the next image batch: so few images per batch.
+SCORECAM_BATCH, SCORECAM_IMAGES = 256, 8
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """The method names, each checked against :data:`CAM_METHODS` (one message listing the valid ones)."""
+    if isinstance(methods, str) or not methods:
+        raise UsageError(f"methods must be a non-empty list of CAM method names from: {', '.join(CAM_METHODS)}")
+    return [check_choice("CAM method", name, tuple(CAM_METHODS)) for name in methods]
 
 
 # --- which layer -------------------------------------------------------------------------
@@ -129,21 +170,24 @@ def compute_cams(
     layer: str = "auto",
     batch_size: int = 64,
     allow_coarse: bool = False,
+    method: str = "gradcam",
 ) -> np.ndarray:
-    """Grad-CAM ``(N, H, W)`` in [0, 1] of ``images_uint8[i]`` for target class index ``classes[i]``.
+    """CAMs ``(N, H, W)`` in [0, 1] of ``images_uint8[i]`` for target class index ``classes[i]``.
 
+    ``method`` is Grad-CAM by default, or any other name in :data:`CAM_METHODS`.
     One ``ClassifierOutputTarget`` per image (a single target for a batch gives
     all-zero CAMs after the first image).  Computed in fp32 whatever the run's
     precision, so a batch and the same images one by one give the same maps.
     The model's modes, ``requires_grad`` flags and gradients are as before.
     """
+    check_methods([method])
     target_layer = resolve_target_layer(model, layer, images_uint8.shape[-1], allow_coarse)
-    return _cams(model, images_uint8, [int(c) for c in classes], runtime, target_layer, batch_size)
+    return _cams(model, images_uint8, [int(c) for c in classes], runtime, target_layer, batch_size, method)
 
 
 def _cams(
     model: nn.Module, images_uint8: torch.Tensor, targets: list[int], runtime: Runtime, target_layer: TargetLayer,
-    batch_size: int = 64,
+    batch_size: int = 64, method: str = "gradcam",
 ) -> np.ndarray:
     if len(targets) != len(images_uint8):
         raise ValueError(f"{len(targets)} target classes for {len(images_uint8)} images")
@@ -156,7 +200,10 @@ def _cams(
         stack.enter_context(restored_modes(model))
         stack.enter_context(_frozen_parameters(model))
         stack.enter_context(_gradients_from(target_layer.module))
-        cam = stack.enter_context(GradCAM(model=model, target_layers=[target_layer.module]))
+        cam = stack.enter_context(CAM_METHODS[method].cam_class(model=model, target_layers=[target_layer.module]))
+        if isinstance(cam, ScoreCAM):  # see SCORECAM_BATCH; its own tqdm bar on stderr is hidden
+            cam.batch_size, batch_size = SCORECAM_BATCH, min(batch_size, SCORECAM_IMAGES)
+            stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
         for idx in iter_batches(len(targets), batch_size):
             x = normalize(images_uint8[idx].to(runtime.device)).contiguous(memory_format=runtime.memory_format)
             batch_targets = [ClassifierOutputTarget(c) for c in targets[idx]]
@@ -180,7 +227,7 @@ class GradCamResult:
     images: np.ndarray  # (N, H, W, 3) RGB in [0, 1]
 
 
-def _overlay(images01: np.ndarray, cams: np.ndarray) -> np.ndarray:
+def overlay(images01: np.ndarray, cams: np.ndarray) -> np.ndarray:
     """Heatmaps blended into the RGB images, as floats in [0, 1]."""
     blended = [show_cam_on_image(img, cam, use_rgb=True) for img, cam in zip(images01, cams, strict=True)]
     return np.asarray(blended, dtype=np.float32).reshape(images01.shape) / 255.0
@@ -211,8 +258,8 @@ def gradcam_misclassified(
         map_size=target.map_size,
         cams_pred=cams_pred,
         cams_true=cams_true,
-        overlays_pred=_overlay(images01, cams_pred),
-        overlays_true=_overlay(images01, cams_true),
+        overlays_pred=overlay(images01, cams_pred),
+        overlays_true=overlay(images01, cams_true),
         images=images01,
     )
 

@@ -21,9 +21,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from erav1.utils.cam_trust import RANDOM, CamComparison, Faithfulness, RandomisationCheck
 from erav1.utils.data import ImageSet
 from erav1.utils.evaluation import EvaluationReport
-from erav1.utils.gradcam import MIN_MAP_SIZE, GradCamResult
+from erav1.utils.gradcam import CAM_METHODS, MIN_MAP_SIZE, GradCamResult, overlay
+from erav1.utils.lr_finder import LRRangeTest
 from erav1.utils.misclassified import Misclassified
 from erav1.utils.transforms import Augmentation, cutout, random_crop, random_horizontal_flip
 
@@ -283,4 +285,80 @@ def plot_feature_map_sizes(
     ax.set(xlim=(0, max(sides) * 1.25), xlabel="feature-map side (px)", ylabel="",
            title="Feature-map size after each layer")
     ax.legend(loc="lower right")
+    return fig
+
+
+# --- can a CAM be trusted (chapter 7) and the LR range test (chapter 3) ------------------------
+
+
+def plot_cam_comparison(comparison: CamComparison, rows: int | None = None) -> Figure:
+    """One row per image (the first ``rows``), the image, then one overlay per column of the comparison."""
+    sample, columns = comparison.sample, comparison.columns
+    n = len(sample) if rows is None else min(rows, len(sample))
+    images = sample.images01()[:n]
+    labels = sample.labels()[:n]
+    fig, axes = _figure(max(1, n), 1 + len(columns), figsize=(1.9 * (1 + len(columns)), 2.1 * max(1, n) + 0.6),
+                        style="white")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for col, column in enumerate(columns, start=1):
+        axes[0, col].set_title(column.title, fontsize=9)
+        for row, blended in enumerate(overlay(images, column.cams[:n])):
+            _show_image(axes[row, col], blended)
+            axes[row, col].set_axis_on()
+    axes[0, 0].set_title("image", fontsize=9)
+    for row in range(n):
+        _show_image(axes[row, 0], images[row])
+        axes[row, 0].set_axis_on()
+        axes[row, 0].set_ylabel(labels[row], fontsize=8)
+    fig.suptitle(comparison.title)
+    return fig
+
+
+def plot_road_curves(result: Faithfulness) -> Figure:
+    """Mean confidence in the predicted class as pixels are removed, MoRF and LeRF side by side."""
+    fig, axes = _figure(1, 2, figsize=(11.0, 4.5))
+    x = [0, *result.removed]
+    base = float(result.base.mean())
+    palette = dict(zip(result.methods, sns.color_palette("tab10", len(result.methods)), strict=True))
+    for ax, kind, curves in ((axes[0, 0], "MoRF: most relevant removed first (lower is better)", result.morf),
+                             (axes[0, 1], "LeRF: least relevant removed first (higher is better)", result.lerf)):
+        for method in result.methods:
+            label = "random map" if method == RANDOM else CAM_METHODS[method].label
+            style = {"color": "black", "linestyle": "--"} if method == RANDOM else {"color": palette[method]}
+            ax.plot(x, [base, *curves[method].mean(axis=1)], marker="o", markersize=3, label=label, **style)
+        ax.set(xlabel="pixels removed (%)", ylabel="mean confidence in the predicted class", title=kind,
+               ylim=(0, 1.02))
+        ax.title.set_fontsize(10)
+    axes[0, 1].legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"ROAD on {len(result.sample)} test images, CAMs at {result.layer}")
+    return fig
+
+
+def plot_randomisation(check: RandomisationCheck) -> Figure:
+    """Rank correlation with the trained model's CAM after each cumulative re-initialisation: every image, and
+    the mean."""
+    names = [c.name for c in check.maps.columns]
+    labels = [n if i == 0 else f"+ {n}" for i, n in enumerate(names)]
+    values = np.stack([check.correlation[n] for n in names])  # (stages, N)
+    fig, axes = _figure(figsize=(8.0, 4.5))
+    ax = axes[0, 0]
+    ax.plot(labels, values, color="tab:blue", alpha=0.15, linewidth=1)
+    ax.plot(labels, values.mean(axis=1), color="crimson", marker="o", linewidth=2.5, label="mean over the images")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set(xlabel="re-initialised, from the top down (cumulative)", ylabel="Spearman's rank correlation",
+           title=f"Grad-CAM at {check.maps.columns[0].layer} against the trained model's", ylim=(-1.02, 1.02))
+    ax.legend(loc="upper right")
+    return fig
+
+
+def plot_lr_range_test(test: LRRangeTest, chosen_lr: float) -> Figure:
+    """torch-lr-finder's own plot (loss against lr, its suggestion marked) beside the validation-chosen peak."""
+    fig, axes = _figure()
+    ax = axes[0, 0]
+    suggestion = test.draw(ax)
+    ax.axvline(chosen_lr, color="black", linestyle="--", label=f"validation-chosen peak {chosen_lr:g}")
+    ax.axvline(suggestion, color="red", linestyle=":", label=f"suggestion {suggestion:.3g}")
+    ax.set(title=f"LR range test: {len(test.lrs)} batches of {test.batch_size}, lr growing exponentially")
+    ax.legend()
     return fig

@@ -83,11 +83,15 @@ class Runtime:
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
-    def autocast(self) -> contextlib.AbstractContextManager:
+    def autocast_config(self) -> dict[str, object] | None:
+        """``torch.autocast``'s arguments for this precision; None for fp32, which needs no autocast."""
         if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+            return None
+        return {"device_type": self.device.type, "dtype": torch.bfloat16 if self.precision == "bf16" else torch.float16}
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        config = self.autocast_config()
+        return contextlib.nullcontext() if config is None else torch.autocast(**config)
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         """A real scaler for fp16 only; disabled (a pass-through) otherwise."""
