@@ -24,7 +24,8 @@ def run_dir(tiny_run, tmp_path):
 
 
 def test_analyze_writes_every_figure_and_the_metrics(run_dir, tiny_run, capsys):
-    assert main(["analyze", str(run_dir), "--n", "5", "--device", "cpu", "--precision", "fp32"]) == 0
+    assert main(["analyze", str(run_dir), "--n", "5", "--device", "cpu", "--precision", "fp32",
+                 "--faithfulness-n", "0"]) == 0
 
     report = run_dir / REPORT
     assert sorted(p.name for p in report.iterdir()) == sorted([f"{name}.png" for name in FIGURES] + [METRICS])
@@ -42,10 +43,30 @@ def test_analyze_writes_every_figure_and_the_metrics(run_dir, tiny_run, capsys):
     assert all(m["true"] != m["pred"] and m["pred_class"] == tiny_run.classes[m["pred"]] for m in mistakes)
     assert [m["confidence"] for m in mistakes] == sorted((m["confidence"] for m in mistakes), reverse=True)
     assert metrics["gradcam"] == {"layer": "layer3.1", "map_size": [8, 8]}
+    assert metrics["faithfulness"] is None  # --faithfulness-n 0
     assert metrics["figures"] == [f"{name}.png" for name in FIGURES]
 
     out = capsys.readouterr().out
     assert "layer3.1 (8x8)" in out and str(report) in out
+
+
+def test_analyze_writes_chapter_7s_road_table(run_dir, small_splits, capsys):
+    """The same function, sample and seed as chapter 7: analyze's table is the one the chapter would show."""
+    from erav1.utils.cam_trust import METHODS, RANDOM, Sample, measure_faithfulness
+    from erav1.utils.evaluation import load_model, predict
+
+    argv = ["analyze", str(run_dir), "--device", "cpu", "--precision", "fp32", "--faithfulness-n", "2",
+            "--faithfulness-seed", "1"]
+    assert main(argv) == 0
+    road = json.loads((run_dir / REPORT / METRICS).read_text())["faithfulness"]
+    assert road["num_images"] == 2 and road["seed"] == 1 and road["layer"] == "layer3.1"
+    assert sorted(row["method"] for row in road["table"]) == sorted([*METHODS, RANDOM])
+    loaded = load_model(run_dir, device="cpu", precision="fp32")
+    sample = Sample.stratified(predict(loaded.model, small_splits.test, loaded.runtime), small_splits.test, 2, seed=1)
+    chapter = measure_faithfulness(loaded.model, sample, loaded.runtime, seed=1, progress=False).to_dict()
+    assert road == json.loads(json.dumps(chapter))
+    best = next(row["label"] for row in road["table"] if row["method"] != RANDOM)
+    assert f"ROAD on 2 images ranks {best} first" in capsys.readouterr().out
 
 
 def test_a_missing_run_or_model_is_one_clear_line(tmp_path, capsys):
