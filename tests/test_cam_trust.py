@@ -11,8 +11,9 @@ import re
 import numpy as np
 import pytest
 import torch
+from book_checks import ROOT
 from pytorch_grad_cam.metrics.perturbation_confidence import RemoveMostRelevantFirst
-from pytorch_grad_cam.metrics.road import ROADCombined, ROADLeastRelevantFirst, ROADMostRelevantFirst
+from pytorch_grad_cam.metrics.road import ROADCombined, ROADLeastRelevantFirst
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 from scipy.stats import spearmanr
 
@@ -40,8 +41,6 @@ from erav1.utils.evaluation import Predictions, load_model, predict
 from erav1.utils.gradcam import compute_cams
 from erav1.utils.plots import plot_cam_comparison, plot_randomisation, plot_road_curves
 from erav1.utils.transforms import normalize
-
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +179,6 @@ def test_our_road_scores_are_the_packages(trained, sample):
         torch.manual_seed(3)
         after = ROADLeastRelevantFirst(80)(x, cams, targets, trained.model, return_diff=False)
     np.testing.assert_allclose(result.lerf["gradcam"][0], after, atol=1e-5)
-    assert ROADMostRelevantFirst  # MoRF is checked through ROADCombined
 
 
 def test_grad_cam_is_more_faithful_than_a_random_map_on_a_trained_model(trained, sample):
@@ -224,6 +222,8 @@ def test_faithfulness_text_comes_from_the_numbers():
     assert "| Grad-CAM | 0.650 | 0.100 | **0.275** | 0.300 | 0.250 |" in text
     assert "**Grad-CAM ranks first**, with a combined score of 0.275, 0.175 ahead of EigenCAM" in text
     assert "The random map scores 0.000" in text and "2 of the 2 methods score above it" in text
+    result.morf["eigencam"], result.lerf["eigencam"] = result.morf["gradcam"], result.lerf["gradcam"]
+    assert "no method ranks first: 2 of them tie at a combined score of 0.275" in describe_faithfulness(result)
 
 
 # --- the randomisation check -------------------------------------------------------------------

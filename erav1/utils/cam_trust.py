@@ -404,25 +404,30 @@ def describe_faithfulness(result: Faithfulness) -> Markdown:
             for row in result.table()]
     n, n_correct = len(result.sample), int(result.sample.correct.sum())
     ranking = [m for m in result.ranking() if m != RANDOM]
+    scores = {m: float(result.combined(m).mean()) for m in result.methods}
     best = ranking[0]
-    random_score = float(result.combined(RANDOM).mean())
-    beaten = sum(float(result.combined(m).mean()) > random_score for m in ranking)
+    tied = [m for m in ranking if abs(scores[m] - scores[best]) < 1e-6]
+    beaten = sum(scores[m] > scores[RANDOM] for m in ranking)
     text = (
         f"ROAD on {n} test images ({n_correct} classified correctly, {n - n_correct} wrongly), CAMs at "
         f"{result.layer} for the predicted class, {min(result.removed)}% to {max(result.removed)}% of the pixels "
         f"removed in {len(result.removed)} steps (seed {result.seed}, {result.seconds:.0f} s):\n\n"
         + markdown_table(["method", "MoRF drop (↑)", "LeRF drop (↓)", "combined (↑)", "combined, correct",
                           "combined, wrong"], rows)
-        + f"\n\nOn this model **{_label(best)} ranks first**, with a combined score of "
-        f"{float(result.combined(best).mean()):.3f}"
     )
-    if len(ranking) > 1:
-        second = ranking[1]
-        diff = result.combined(best) - result.combined(second)
-        se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-        text += (f", {float(diff.mean()):.3f} ahead of {_label(second)} (paired standard error over the images "
-                 f"{se:.3f}; a lead under about two standard errors could be the sample's luck)")
-    text += (f". The random map scores {random_score:.3f}: that is what no information looks like here, and "
+    if len(tied) > 1:
+        text += (f"\n\nOn this model no method ranks first: {len(tied)} of them tie at a combined score of "
+                 f"{scores[best]:.3f}")
+    else:
+        text += f"\n\nOn this model **{_label(best)} ranks first**, with a combined score of {scores[best]:.3f}"
+        if len(ranking) > 1:
+            second = ranking[1]
+            diff = result.combined(best) - result.combined(second)
+            text += f", {float(diff.mean()):.3f} ahead of {_label(second)}"
+            if n > 1:
+                text += (f" (paired standard error over the images {float(diff.std(ddof=1) / np.sqrt(n)):.3f}; "
+                         "a lead under about two standard errors could be the sample's luck)")
+    text += (f". The random map scores {scores[RANDOM]:.3f}: that is what no information looks like here, and "
              f"{beaten} of the {len(ranking)} methods score above it.")
     return Markdown(text)
 
