@@ -270,3 +270,13 @@ def test_randomising_the_top_stages_decorrelates_grad_cam_and_spares_the_model(t
     assert f"over {len(sample)} images" in text and "| trained | 1.00 | 1.00 | 0 |" in text
     assert f"the mean correlation is {check.correlation['layer4'].mean():.2f}" in text
     assert len(plot_randomisation(check).axes[0].lines) >= len(sample)
+
+
+def test_chapter_7_and_analyze_share_their_defaults():
+    """`erav1 analyze` uses these constants, chapter 7 its parameters cell: the same table needs the same values."""
+    from erav1.book.parameters import declared_parameters
+    from erav1.utils.cam_trust import SAMPLE_SIZE, SEED
+
+    declared = declared_parameters(ROOT / "book" / "07_trust.ipynb")
+    assert declared["sample_size"] == SAMPLE_SIZE and declared["cam_seed"] == SEED
+    assert declared["methods"] == list(METHODS) and declared["layer"] == "auto"

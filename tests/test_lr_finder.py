@@ -9,7 +9,14 @@ import torch
 
 from erav1.errors import UsageError
 from erav1.main import Config, training_batches
-from erav1.utils.lr_finder import SKIP_END, SKIP_START, LRRangeTest, describe_lr_range_test, run_lr_range_test
+from erav1.utils.lr_finder import (
+    SKIP_END,
+    SKIP_START,
+    LRRangeTest,
+    describe_lr_range_test,
+    run_lr_range_test,
+    smoothing,
+)
 from erav1.utils.plots import plot_lr_range_test
 from erav1.utils.policies import Runtime
 from erav1.utils.transforms import Augmentation, normalize
@@ -80,3 +87,17 @@ def test_agreement_is_within_the_stated_factor():
     assert "10,240 images from a training split of 50,000, so no image was drawn twice" in text
     assert "3.2 passes over the split" in describe_lr_range_test(fake(0.2, train=3_200), 0.4)
     assert "stopped early because the loss diverged" in describe_lr_range_test(fake(0.2, lrs=18), 0.4)
+
+
+def test_smoothing_keeps_the_packages_share_of_the_sweep():
+    assert smoothing(100) == pytest.approx(0.05)  # the package's default
+    assert smoothing(40) == pytest.approx(0.125) and smoothing(17) == pytest.approx(5 / 17)
+
+
+def test_chapter_3_sizes_the_range_test_like_the_module():
+    from book_checks import ROOT
+
+    from erav1.book.parameters import declared_parameters
+    from erav1.utils.lr_finder import ITERATIONS
+
+    assert declared_parameters(ROOT / "book" / "03_training.ipynb")["lr_finder_iterations"] == ITERATIONS

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,7 +46,7 @@ from erav1.utils.transforms import CIFAR10_STD, normalize
 
 # The defaults of chapter 7 and of `erav1 analyze`, so that both measure the same table.
 METHODS = tuple(CAM_METHODS)
-SAMPLE_SIZE = 40  # test images in the faithfulness sample: half classified correctly, half wrongly
+SAMPLE_SIZE = 20  # test images in the faithfulness sample: half classified correctly, half wrongly
 SEED = 0
 # ROAD's own percentiles. The package's percentile p *keeps* the p% of pixels ranked lowest
 # (MoRF) or highest (LeRF) and imputes the rest, so each step removes 100 - p percent.
@@ -88,9 +89,9 @@ class Sample:
         generator = torch.Generator().manual_seed(seed)
         preds = predictions.preds
         wrong = (preds != predictions.targets).nonzero().flatten()
+        wrong = wrong[torch.randperm(len(wrong), generator=generator)]
         right = (preds == predictions.targets).nonzero().flatten()
-        wrong, right = wrong[torch.randperm(len(wrong), generator=generator)], right[
-            torch.randperm(len(right), generator=generator)]
+        right = right[torch.randperm(len(right), generator=generator)]
         n = min(n, len(preds))
         n_wrong = min(len(wrong), max(n // 2, n - len(right)))
         chosen = torch.cat([wrong[:n_wrong], right[: n - n_wrong]]).sort().values
@@ -125,6 +126,10 @@ class CamColumn:
     cams: np.ndarray  # (N, H, W) in [0, 1]
     seconds: float  # wall time for all N images
 
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / max(1, len(self.cams))
+
 
 @dataclass
 class CamComparison:
@@ -140,24 +145,22 @@ class CamComparison:
 
 def _column(
     model: nn.Module, sample: Sample, runtime: Runtime, layer: str, method: str, name: str,
-    allow_coarse: bool = False,
+    title: Callable[[CamColumn], str] = lambda column: column.name, allow_coarse: bool = False,
 ) -> CamColumn:
+    """One column, timed; ``title`` words it from what was measured."""
     target = resolve_target_layer(model, layer, sample.images.shape[-1], allow_coarse)
     shape = output_shapes(model, [target.name], sample.images.shape[-1])[target.name]
     started = time.perf_counter()
     cams = compute_cams(model, sample.images, sample.pred, runtime, target.name, allow_coarse=allow_coarse,
                         method=method)
-    return CamColumn(name, name, target.name, shape, cams, time.perf_counter() - started)
+    column = CamColumn(name, name, target.name, shape, cams, time.perf_counter() - started)
+    return dataclasses.replace(column, title=title(column))
 
 
 def cams_by_layer(model: nn.Module, sample: Sample, runtime: Runtime, layers: Sequence[str] = STAGES) -> CamComparison:
     """Grad-CAM for the predicted class at the end of each layer, coarse ones included on purpose."""
-    columns = []
-    for layer in layers:
-        column = _column(model, sample, runtime, layer, "gradcam", layer, allow_coarse=True)
-        _, h, w = column.map_shape
-        column.title = f"{layer}: {h}x{w} map"
-        columns.append(column)
+    columns = [_column(model, sample, runtime, layer, "gradcam", layer, allow_coarse=True,
+                       title=lambda c: f"{c.name}: {c.map_shape[1]}x{c.map_shape[2]} map") for layer in layers]
     return CamComparison("Grad-CAM of the predicted class at the end of each stage", sample, columns)
 
 
@@ -165,13 +168,10 @@ def cams_by_method(
     model: nn.Module, sample: Sample, runtime: Runtime, methods: Sequence[str] = METHODS, layer: str = "auto",
 ) -> CamComparison:
     """Every method's CAM for the predicted class at one layer, each timed."""
-    columns = []
-    for method in check_methods(methods):
-        column = _column(model, sample, runtime, layer, method, method)
-        column.title = f"{CAM_METHODS[method].label}\n{column.seconds / max(1, len(sample)):.2f} s per image"
-        columns.append(column)
-    layer_name = columns[0].layer
-    return CamComparison(f"CAM methods of the grad-cam package at {layer_name}", sample, columns)
+    columns = [_column(model, sample, runtime, layer, method, method,
+                       title=lambda c: f"{CAM_METHODS[c.name].label}\n{c.seconds_per_image:.2f} s per image")
+               for method in check_methods(methods)]
+    return CamComparison(f"CAM methods of the grad-cam package at {columns[0].layer}", sample, columns)
 
 
 def _cell(image_size: int, map_shape: tuple[int, int, int]) -> str:
@@ -197,8 +197,7 @@ def describe_layers(comparison: CamComparison) -> Markdown:
 
 def describe_methods(comparison: CamComparison) -> Markdown:
     """What each method cost per image here, and why Score-CAM is the slow one."""
-    n = max(1, len(comparison.sample))
-    rows = [[CAM_METHODS[c.name].label, f"{c.seconds / n:.3f}"] for c in comparison.columns]
+    rows = [[CAM_METHODS[c.name].label, f"{c.seconds_per_image:.3f}"] for c in comparison.columns]
     text = markdown_table(["method", "seconds per image (this machine)"], rows)
     if "scorecam" in [c.name for c in comparison.columns]:
         channels = comparison.column("scorecam").map_shape[0]
@@ -495,15 +494,12 @@ def randomisation_check(
     copy_ = copy.deepcopy(model)
     stages = randomisation_stages(copy_)
     trained = _column(copy_, sample, runtime, layer, "gradcam", TRAINED)
-    columns, reset = [trained], []
-    for name, modules in tqdm(stages, desc="re-initialising", unit="stage", file=sys.stdout, ascii=True,
-                              leave=False, disable=not progress):
-        with _seeded_torch(seed + len(reset)):
+    columns = [trained]
+    for step, (name, modules) in enumerate(tqdm(stages, desc="re-initialising", unit="stage", file=sys.stdout,
+                                                ascii=True, leave=False, disable=not progress)):
+        with _seeded_torch(seed + step):
             _reinitialise([copy_.get_submodule(m) for m in modules])
-        reset.append(name)
-        columns.append(_column(copy_, sample, runtime, trained.layer, "gradcam", name))
-    for column in columns[1:]:
-        column.title = f"+ {column.name}"
+        columns.append(_column(copy_, sample, runtime, trained.layer, "gradcam", name, title=lambda c: f"+ {c.name}"))
     correlation = {c.name: rank_correlation(trained.cams, c.cams) for c in columns}
     constant = {c.name: int((np.ptp(c.cams.reshape(len(sample), -1), axis=1) == 0).sum()) for c in columns}
     comparison = CamComparison(f"Grad-CAM at {trained.layer} as the model is re-initialised from the top down",

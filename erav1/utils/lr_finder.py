@@ -38,8 +38,12 @@ from erav1.utils.policies import Runtime, build_optimizer
 from erav1.utils.text import Markdown
 
 START_LR, END_LR = 1e-4, 10.0  # the sweep, exponential: five decades around any plausible peak
-ITERATIONS = 60  # chapter 3's default: 60 batches of 512 is 30,720 images, under one pass over the train split
+ITERATIONS = 40  # chapter 3's default: 40 batches of 512 is 20,480 images, under one pass over the train split
 SKIP_START, SKIP_END = 10, 5  # the package's plot defaults: the noisy start and the blow-up at the end
+# The package smooths the loss with an exponential average of weight 0.05, made for its default of 100
+# iterations: a lag of about 20 of them. Over a shorter sweep that lag would shift the curve by decades
+# of lr, so the weight is scaled to keep the same share of the sweep.
+SMOOTHING_SHARE = 0.05 * 100
 AGREE_FACTOR = 3.0  # two learning rates "agree" when they are within this factor of each other
 
 
@@ -71,7 +75,7 @@ class LRRangeTest:
     """The losses of one range test, and the package's suggestion."""
 
     lrs: list[float]
-    losses: list[float]  # smoothed by the package (smooth_f=0.05)
+    losses: list[float]  # smoothed by the package (see SMOOTHING_SHARE)
     suggested_lr: float  # the steepest descent of the loss, as the package's plot marks it
     iterations: int  # asked for; fewer ran if the loss diverged
     batch_size: int
@@ -141,7 +145,7 @@ def run_lr_range_test(
     started = time.perf_counter()
     with _patched(package, "tqdm", bar), contextlib.redirect_stdout(io.StringIO()):  # its prints: see below
         finder.range_test(Batches(_Epochs(train.to(runtime.device), config, runtime)), end_lr=end_lr,
-                          num_iter=iterations)
+                          num_iter=iterations, smooth_f=smoothing(iterations))
     seconds = time.perf_counter() - started
     lrs, losses = list(finder.history["lr"]), list(finder.history["loss"])
     if len(lrs) < needed:
@@ -152,6 +156,11 @@ def run_lr_range_test(
     test = LRRangeTest(lrs, losses, math.nan, iterations, config.batch_size, len(train), seconds, finder)
     test.suggested_lr = test.draw(Figure().subplots())
     return test
+
+
+def smoothing(iterations: int) -> float:
+    """The package's ``smooth_f`` for a sweep of ``iterations``: 0.05 at its default of 100."""
+    return min(0.5, SMOOTHING_SHARE / iterations)
 
 
 @contextlib.contextmanager
