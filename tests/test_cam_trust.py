@@ -198,7 +198,7 @@ def test_grad_cam_is_more_faithful_than_a_random_map_on_a_trained_model(trained,
     assert abs(result.combined(RANDOM).mean()) < diff.mean()
     assert result.ranking()[0] == "gradcam"
     text = describe_faithfulness(result)
-    assert "**Grad-CAM ranks first**" in text and "1 of the 1 methods score above it" in text
+    assert "**Grad-CAM ranks first**" in text and "1 of the 1 methods score above it by more than two" in text
     table = result.to_dict()
     assert table["num_images"] == len(sample) and [r["method"] for r in table["table"]] == ["gradcam", RANDOM]
     assert table["percent_removed"] == [10, 20, 30, 40, 50, 60, 70, 80, 90]
@@ -221,7 +221,7 @@ def test_faithfulness_text_comes_from_the_numbers():
     assert "ROAD on 2 test images (1 classified correctly, 1 wrongly)" in text
     assert "| Grad-CAM | 0.650 | 0.100 | **0.275** | 0.300 | 0.250 |" in text
     assert "**Grad-CAM ranks first**, with a combined score of 0.275, 0.175 ahead of EigenCAM" in text
-    assert "The random map scores 0.000" in text and "2 of the 2 methods score above it" in text
+    assert "The random map scores 0.000" in text and "2 of the 2 methods score above it by more than two" in text
     result.morf["eigencam"], result.lerf["eigencam"] = result.morf["gradcam"], result.lerf["gradcam"]
     assert "no method ranks first: 2 of them tie at a combined score of 0.275" in describe_faithfulness(result)
 

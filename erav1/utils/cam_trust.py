@@ -406,7 +406,7 @@ def describe_faithfulness(result: Faithfulness) -> Markdown:
     scores = {m: float(result.combined(m).mean()) for m in result.methods}
     best = ranking[0]
     tied = [m for m in ranking if abs(scores[m] - scores[best]) < 1e-6]
-    beaten = sum(scores[m] > scores[RANDOM] for m in ranking)
+    beaten = sum(_clearly_above(result.combined(m), result.combined(RANDOM)) for m in ranking)
     text = (
         f"ROAD on {n} test images ({n_correct} classified correctly, {n - n_correct} wrongly), CAMs at "
         f"{result.layer} for the predicted class, {min(result.removed)}% to {max(result.removed)}% of the pixels "
@@ -427,8 +427,15 @@ def describe_faithfulness(result: Faithfulness) -> Markdown:
                 text += (f" (paired standard error over the images {float(diff.std(ddof=1) / np.sqrt(n)):.3f}; "
                          "a lead under about two standard errors could be the sample's luck)")
     text += (f". The random map scores {scores[RANDOM]:.3f}: that is what no information looks like here, and "
-             f"{beaten} of the {len(ranking)} methods score above it.")
+             f"{beaten} of the {len(ranking)} methods score above it by more than two paired standard errors.")
     return Markdown(text)
+
+
+def _clearly_above(scores: np.ndarray, baseline: np.ndarray) -> bool:
+    """Above the baseline by more than two paired standard errors over the images (by any margin for one image)."""
+    diff = scores - baseline
+    margin = 2 * float(diff.std(ddof=1)) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    return float(diff.mean()) > margin
 
 
 def describe_road_noise() -> Markdown:
