@@ -9,14 +9,7 @@ import torch
 
 from erav1.errors import UsageError
 from erav1.main import Config, training_batches
-from erav1.utils.lr_finder import (
-    SKIP_END,
-    SKIP_START,
-    LRRangeTest,
-    describe_lr_range_test,
-    run_lr_range_test,
-    smoothing,
-)
+from erav1.utils.lr_finder import LRRangeTest, describe_lr_range_test, run_lr_range_test, scaled_defaults
 from erav1.utils.plots import plot_lr_range_test
 from erav1.utils.policies import Runtime
 from erav1.utils.transforms import Augmentation, normalize
@@ -43,14 +36,15 @@ def test_training_batches_are_shuffled_augmented_and_normalised(small_splits):
 
 def test_the_range_test_sweeps_the_recipe_and_leaves_global_state_alone(cifar_zip, cache_dir, capsys):
     state = torch.get_rng_state()
-    test = run_lr_range_test(config(cifar_zip, cache_dir), iterations=18)
+    test = run_lr_range_test(config(cifar_zip, cache_dir), iterations=12)
     assert torch.equal(torch.get_rng_state(), state)
-    assert len(test.lrs) == len(test.losses) <= 18 and test.batch_size == 8 and test.train_images == 500
+    assert len(test.lrs) == len(test.losses) <= 12 and test.batch_size == 8 and test.train_images == 500
     assert test.lrs[0] == pytest.approx(1e-4) and all(b > a for a, b in zip(test.lrs, test.lrs[1:], strict=False))
     ratios = [b / a for a, b in zip(test.lrs, test.lrs[1:], strict=False)]
     assert max(ratios) == pytest.approx(min(ratios))  # exponential
     assert all(math.isfinite(loss) for loss in test.losses)
-    assert test.suggested_lr in test.lrs[SKIP_START:len(test.lrs) - SKIP_END]
+    skip_start, skip_end = test.skip
+    assert test.suggested_lr in test.lrs[skip_start:len(test.lrs) - skip_end]
     out, err = capsys.readouterr()
     assert "LR range test" in out and err == ""  # a plain-text bar on stdout, the package's prints swallowed
     assert "Learning rate search finished" not in out
@@ -60,15 +54,14 @@ def test_the_range_test_sweeps_the_recipe_and_leaves_global_state_alone(cifar_zi
 
 
 def test_the_same_seed_gives_the_same_curve(cifar_zip, cache_dir):
-    settings = dict(iterations=17, end_lr=0.5, progress=False)  # batches of 4 diverge early when swept to 10
-    one = run_lr_range_test(config(cifar_zip, cache_dir, seed=1, batch_size=4), **settings)
-    two = run_lr_range_test(config(cifar_zip, cache_dir, seed=1, batch_size=4), **settings)
-    assert len(one.losses) == 17 and one.losses == two.losses
+    one = run_lr_range_test(config(cifar_zip, cache_dir, seed=1, batch_size=4), iterations=10, progress=False)
+    two = run_lr_range_test(config(cifar_zip, cache_dir, seed=1, batch_size=4), iterations=10, progress=False)
+    assert one.lrs == two.lrs and one.losses == two.losses
 
 
 def test_too_few_iterations_or_a_bad_sweep_is_one_clear_error(cifar_zip, cache_dir):
-    with pytest.raises(UsageError, match="at least 17 iterations"):
-        run_lr_range_test(config(cifar_zip, cache_dir), iterations=10)
+    with pytest.raises(UsageError, match="at least 4 iterations"):
+        run_lr_range_test(config(cifar_zip, cache_dir), iterations=3)
     with pytest.raises(UsageError, match="must go up"):
         run_lr_range_test(config(cifar_zip, cache_dir), start_lr=1.0, end_lr=0.1)
 
@@ -86,12 +79,14 @@ def test_agreement_is_within_the_stated_factor():
     assert "a factor of 4.0 apart" in describe_lr_range_test(fake(1.6), 0.4)
     assert "10,240 images from a training split of 50,000, so no image was drawn twice" in text
     assert "3.2 passes over the split" in describe_lr_range_test(fake(0.2, train=3_200), 0.4)
-    assert "stopped early because the loss diverged" in describe_lr_range_test(fake(0.2, lrs=18), 0.4)
+    assert "stopped early, after 18 of 20, when the smoothed loss passed 1.5 times its best" in (
+        describe_lr_range_test(fake(0.2, lrs=18), 0.4))
 
 
-def test_smoothing_keeps_the_packages_share_of_the_sweep():
-    assert smoothing(100) == pytest.approx(0.05)  # the package's default
-    assert smoothing(40) == pytest.approx(0.125) and smoothing(17) == pytest.approx(5 / 17)
+def test_the_packages_defaults_keep_their_share_of_a_shorter_sweep():
+    assert scaled_defaults(100) == (pytest.approx(0.05), 10, 5)  # the package's own
+    assert scaled_defaults(40) == (pytest.approx(0.125), 4, 2)
+    assert scaled_defaults(10) == (pytest.approx(0.5), 1, 1)
 
 
 def test_chapter_3_sizes_the_range_test_like_the_module():

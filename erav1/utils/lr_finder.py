@@ -39,12 +39,24 @@ from erav1.utils.text import Markdown
 
 START_LR, END_LR = 1e-4, 10.0  # the sweep, exponential: five decades around any plausible peak
 ITERATIONS = 40  # chapter 3's default: 40 batches of 512 is 20,480 images, under one pass over the train split
-SKIP_START, SKIP_END = 10, 5  # the package's plot defaults: the noisy start and the blow-up at the end
-# The package smooths the loss with an exponential average of weight 0.05, made for its default of 100
-# iterations: a lag of about 20 of them. Over a shorter sweep that lag would shift the curve by decades
-# of lr, so the weight is scaled to keep the same share of the sweep.
-SMOOTHING_SHARE = 0.05 * 100
+# The package's defaults are made for its sweep of 100 iterations: it smooths the loss with an exponential
+# average of weight 0.05 (a lag of about 20 iterations) and its plot skips the first 10 and the last 5
+# points. Over a shorter sweep the same numbers would shift the curve by decades of lr and hide most of
+# it, so each is scaled to keep its share of the sweep (see `scaled_defaults`).
+PACKAGE_ITERATIONS, PACKAGE_SMOOTHING, PACKAGE_SKIP = 100, 0.05, (10, 5)
+# The package stops when the loss passes 5x its best. A cross-entropy that starts near ln(10) = 2.3
+# saturates around 4 when the steps are too large, then creeps down again as the network collapses,
+# and the package would mark that creep as the steepest descent. 1.5x its best, far worse than a
+# uniform guess, stops the sweep where the training has clearly diverged.
+DIVERGE_THRESHOLD = 1.5
 AGREE_FACTOR = 3.0  # two learning rates "agree" when they are within this factor of each other
+
+
+def scaled_defaults(iterations: int) -> tuple[float, int, int]:
+    """``(smooth_f, skip_start, skip_end)``: the package's defaults, scaled to a sweep of ``iterations``."""
+    share = iterations / PACKAGE_ITERATIONS
+    skip_start, skip_end = (max(1, round(skip * share)) for skip in PACKAGE_SKIP)
+    return min(0.5, PACKAGE_SMOOTHING / share), skip_start, skip_end
 
 
 def _import_package() -> Any:
@@ -75,13 +87,14 @@ class LRRangeTest:
     """The losses of one range test, and the package's suggestion."""
 
     lrs: list[float]
-    losses: list[float]  # smoothed by the package (see SMOOTHING_SHARE)
+    losses: list[float]  # smoothed by the package (see scaled_defaults)
     suggested_lr: float  # the steepest descent of the loss, as the package's plot marks it
     iterations: int  # asked for; fewer ran if the loss diverged
     batch_size: int
     train_images: int  # the training split it drew from
     seconds: float
     finder: Any  # the torch_lr_finder.LRFinder, kept for its own plot
+    skip: tuple[int, int] = PACKAGE_SKIP  # points the plot and the suggestion leave out at the start and end
 
     @property
     def diverged(self) -> bool:
@@ -98,7 +111,7 @@ class LRRangeTest:
     def draw(self, ax: Axes) -> float:
         """The package's own plot (loss against lr, suggestion marked) on ``ax``; returns the suggestion."""
         with contextlib.redirect_stdout(io.StringIO()):  # it prints the suggestion; the book says it in prose
-            _, suggestion = self.finder.plot(skip_start=SKIP_START, skip_end=SKIP_END, ax=ax, suggest_lr=True)
+            _, suggestion = self.finder.plot(skip_start=self.skip[0], skip_end=self.skip[1], ax=ax, suggest_lr=True)
         return float(suggestion)
 
 
@@ -116,7 +129,8 @@ def run_lr_range_test(
     apply, so the test set never takes part). The model is a fresh one seeded with
     ``config.seed``; torch's global random state is given back afterwards.
     """
-    needed = SKIP_START + SKIP_END + 2
+    smooth_f, skip_start, skip_end = scaled_defaults(iterations)
+    needed = skip_start + skip_end + 2  # what the package's plot needs for a suggestion
     if iterations < needed:
         raise UsageError(f"the LR range test needs at least {needed} iterations for a suggestion, got {iterations}")
     if not 0 < start_lr < end_lr:
@@ -125,7 +139,7 @@ def run_lr_range_test(
     runtime = Runtime.create(config.device, config.precision, config.channels_last)
     if train is None:
         train = load_data(config.data, config.data_dir, config.subset, config.val_fraction, config.resize).train
-    with torch.random.fork_rng(devices=[runtime.device] if runtime.device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[]):  # the weights are drawn on the CPU, then moved
         torch.manual_seed(config.seed)
         model = runtime.prepare(get_model(config.model, num_classes=len(train.classes)))
     optimizer = build_optimizer(config.optimizer, model, start_lr, config.weight_decay, config.momentum,
@@ -137,15 +151,18 @@ def run_lr_range_test(
     )
 
     class Batches(package.TrainDataLoaderIter):
+        """The package's way to take batches from any iterable: ours are already ``(x, y)``."""
+
         def inputs_labels_from_batch(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple:
             return batch
 
     bar = functools.partial(tqdm, desc="LR range test", unit="batch", file=sys.stdout, ascii=True, leave=False,
                             disable=not progress, mininterval=1.0)
     started = time.perf_counter()
-    with _patched(package, "tqdm", bar), contextlib.redirect_stdout(io.StringIO()):  # its prints: see below
+    # The package prints "Learning rate search finished..." (and a divergence, which the history shows too).
+    with _patched(package, "tqdm", bar), contextlib.redirect_stdout(io.StringIO()):
         finder.range_test(Batches(_Epochs(train.to(runtime.device), config, runtime)), end_lr=end_lr,
-                          num_iter=iterations, smooth_f=smoothing(iterations))
+                          num_iter=iterations, smooth_f=smooth_f, diverge_th=DIVERGE_THRESHOLD)
     seconds = time.perf_counter() - started
     lrs, losses = list(finder.history["lr"]), list(finder.history["loss"])
     if len(lrs) < needed:
@@ -153,14 +170,10 @@ def run_lr_range_test(
             f"the loss diverged after {len(lrs)} of {iterations} iterations, too few for a suggestion "
             f"(at least {needed}); lower end_lr (now {end_lr}) or raise iterations"
         )
-    test = LRRangeTest(lrs, losses, math.nan, iterations, config.batch_size, len(train), seconds, finder)
+    test = LRRangeTest(lrs, losses, math.nan, iterations, config.batch_size, len(train), seconds, finder,
+                       (skip_start, skip_end))
     test.suggested_lr = test.draw(Figure().subplots())
     return test
-
-
-def smoothing(iterations: int) -> float:
-    """The package's ``smooth_f`` for a sweep of ``iterations``: 0.05 at its default of 100."""
-    return min(0.5, SMOOTHING_SHARE / iterations)
 
 
 @contextlib.contextmanager
@@ -184,7 +197,8 @@ def describe_lr_range_test(test: LRRangeTest, chosen_lr: float, factor: float = 
     lines = [
         f"The range test ran {len(test.lrs)} iterations of {test.batch_size} images ({test.images_seen:,} images "
         f"from a training split of {test.train_images:,}, {reuse}) in {test.seconds:.0f} s"
-        + (", and stopped early because the loss diverged" if test.diverged else "") + ".",
+        + (f", and stopped early, after {len(test.lrs)} of {test.iterations}, when the smoothed loss passed "
+           f"{DIVERGE_THRESHOLD:g} times its best: it had diverged" if test.diverged else "") + ".",
         f"The package suggests **lr {test.suggested_lr:.3g}**, where the loss falls fastest; the smoothed loss is "
         f"lowest at lr {test.lowest_loss_lr:.3g}. The validation search chose a OneCycle peak of **{chosen_lr:g}**. "
         f"The two are a factor of {ratio:.1f} apart, so by this book's rule (agreement means within a factor of "
