@@ -74,7 +74,7 @@ def publish_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, device: 
     """Write ``summary.json`` and the fp16 weights of a finished run into ``out_dir``; return the summary."""
     run_dir, out_dir = Path(run_dir).expanduser(), Path(out_dir)
     _check_finished(run_dir)
-    summary = summarize_run(run_dir, analyze_run(run_dir, device=device))
+    summary = summarize_run(run_dir, analyze_run(run_dir, device=device, faithfulness_n=0))  # no ROAD: not published
     state_dict = load_checkpoint(run_dir / WEIGHTS)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
     atomic_save(half, out_dir / PUBLISHED_WEIGHTS)

@@ -14,7 +14,7 @@ import torch
 from book_checks import ROOT
 from pytorch_grad_cam.metrics.perturbation_confidence import RemoveMostRelevantFirst
 from pytorch_grad_cam.metrics.road import ROADCombined, ROADLeastRelevantFirst
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 from scipy.stats import spearmanr
 
 from erav1.book.layout import RESULTS_DIR
@@ -38,7 +38,7 @@ from erav1.utils.cam_trust import (
     untie,
 )
 from erav1.utils.evaluation import Predictions, load_model, predict
-from erav1.utils.gradcam import compute_cams
+from erav1.utils.gradcam import CAM_METHODS, compute_cams
 from erav1.utils.plots import plot_cam_comparison, plot_randomisation, plot_road_curves
 from erav1.utils.transforms import normalize
 
@@ -78,6 +78,11 @@ def test_every_method_gives_image_sized_maps_in_0_1_batched_as_one_by_one(traine
         alone = compute_cams(trained.model, images[i:i + 1], classes[i:i + 1], trained.runtime, method=method)
         np.testing.assert_allclose(batched[i], alone[0], atol=1e-4, err_msg=f"{method}, image {i}")
     assert all(not m._forward_hooks and not m._backward_hooks for m in trained.model.modules())
+    # the package used plainly gives the same maps: our frozen weights and graph cut change nothing
+    with CAM_METHODS[method].cam_class(model=trained.model, target_layers=[trained.model.layer3[-1]]) as cam:
+        plain = cam(input_tensor=normalize(images), targets=[ClassifierOutputTarget(c) for c in classes])
+    trained.model.zero_grad(set_to_none=True)
+    np.testing.assert_allclose(batched, plain, atol=1e-4)
 
 
 def test_an_unknown_method_names_the_valid_ones(trained, test_set, sample):
