@@ -31,8 +31,8 @@ def main() -> None:
         digests = cifar10.image_digests(cifar10.nhwc(part.images), part.labels.numpy())
         known = cifar10.FINGERPRINTS[split]
         found = cifar10.fingerprint(cifar10.nhwc(part.images), part.labels.numpy())
-        print(f"{split}: {len(digests):,} images, fingerprint {found} ({'matches' if found == known else 'differs from'} "
-              "the package's constant)")
+        verdict = "matches" if found == known else "differs from"
+        print(f"{split}: {len(digests):,} images, fingerprint {found} ({verdict} the package's constant)")
         table[split] = np.sort(cifar10.digest_prefixes(digests))
     if args.write_table:
         np.savez_compressed(cifar10.DIGEST_TABLE, **table)

@@ -20,7 +20,7 @@ EXPECTED_FIGURES = {
     "05_misclassified": 1,  # the gallery
     "06_gradcam": 1,  # the CAM grid
 }
-COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+COLAB_BADGE = "images/colab-badge.svg"  # vendored beside the chapters
 
 
 def read(path: Path) -> nbformat.NotebookNode:

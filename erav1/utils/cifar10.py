@@ -52,14 +52,15 @@ PREFIX_BYTES = 8
 
 
 def image_digests(images: np.ndarray, labels: Sequence[int] | np.ndarray) -> list[bytes]:
-    """sha256 of each image's label byte followed by its pixels, as ``N x H x W x 3`` uint8 (torchvision's ``.data``)."""
+    """sha256 of each image's label byte and pixels; ``images`` is N x H x W x 3 uint8, like torchvision's ``.data``."""
     images = np.ascontiguousarray(images, dtype=np.uint8)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be N x H x W x 3 uint8, got shape {images.shape}")
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    return [hashlib.sha256(bytes([int(label)]) + image.tobytes()).digest() for image, label in zip(images, labels)]
+    pairs = zip(images, labels, strict=True)
+    return [hashlib.sha256(bytes([int(label)]) + image.tobytes()).digest() for image, label in pairs]
 
 
 def fingerprint(images: np.ndarray, labels: Sequence[int] | np.ndarray) -> str:

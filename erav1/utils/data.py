@@ -410,9 +410,14 @@ def describe_splits(splits: DataSplits) -> Markdown:
     rows = [[name] + [counts[split][c] for split in sets] for c, name in enumerate(splits.classes)]
     rows.append(["**all classes**"] + [len(part) for part in sets.values()])
     channels, height, width = splits.train.images.shape[1:]
+    official = ""
+    if splits.fingerprints == cifar10.FINGERPRINTS:
+        official = (" Both splits match the fingerprints of the official release (train `"
+                    f"{splits.fingerprints['train'][:12]}…`, test `{splits.fingerprints['test'][:12]}…`), "
+                    "whichever copy they were read from: these are the official pixels.")
     return Markdown(
-        f"Source: `{splits.source}`. {len(splits.classes)} classes; every image is {height}x{width} pixels with "
+        f"Source: {splits.source}. {len(splits.classes)} classes; every image is {height}x{width} pixels with "
         f"{channels} colour channels, stored as `uint8`. "
-        + ", ".join(f"{len(part):,} {name}" for name, part in sets.items()) + " images.\n\n"
+        + ", ".join(f"{len(part):,} {name}" for name, part in sets.items()) + " images." + official + "\n\n"
         + markdown_table(["class", *sets], rows)
     )
