@@ -63,8 +63,9 @@ def _download(name: str, destination: Path, sha256: str | None) -> Path:
         if "invalid hash value" in str(exc):
             raise DataError(
                 f"the published {name} downloaded from {url} does not match the sha256 that {SUMMARY} records "
-                f"({sha256}); it was deleted, nothing was loaded. Run again to download it afresh; if it keeps "
-                f"failing, the repository's {name} and {SUMMARY} are out of step."
+                f"({sha256}): the transfer broke off, or the file is not the one {SUMMARY} names. It was deleted, "
+                f"nothing was loaded. Run again to download it afresh; if it keeps failing, the repository's {name} "
+                f"and {SUMMARY} are out of step."
             ) from None
         raise
     except (OSError, http.client.HTTPException) as exc:  # URLError, a refused or a dropped connection ...

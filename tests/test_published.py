@@ -63,7 +63,7 @@ def test_weights_that_fail_the_hash_are_deleted_and_reported(served, tmp_path):
     summary = json.loads((folder / published.SUMMARY).read_text())
     summary["weights_sha256"] = "0" * 64
     (folder / published.SUMMARY).write_text(json.dumps(summary))
-    with pytest.raises(DataError, match="does not match the sha256 that summary.json records.*it was deleted"):
+    with pytest.raises(DataError, match="does not match the sha256 that summary.json.*deleted, nothing was loaded"):
         published.choose_model(None, None, tmp_path / "data")
     assert cached_files(tmp_path / "data") == [published.SUMMARY], "no weights, no partial file"
 
@@ -71,7 +71,10 @@ def test_weights_that_fail_the_hash_are_deleted_and_reported(served, tmp_path):
 def test_a_dropped_connection_leaves_nothing_behind(served, tmp_path):
     server, _ = served
     server.drop.add(published.PUBLISHED_WEIGHTS)
-    with pytest.raises(DataError, match="could not download the published resnet18_cifar10.pt.*nothing was kept"):
+    # http.client may see the short body as an error, or torch's reader as the end of the file: either way the
+    # download is refused, by the connection error or by the sha256 check, and nothing is kept
+    with pytest.raises(DataError, match="(could not download the published resnet18_cifar10.pt.*nothing was kept)|"
+                                        "(transfer broke off.*nothing was loaded)"):
         published.choose_model(None, None, tmp_path / "data")
     assert cached_files(tmp_path / "data") == [published.SUMMARY]
     server.drop.clear()  # the next try downloads it whole
