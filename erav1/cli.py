@@ -179,7 +179,7 @@ def run_publish(args: argparse.Namespace) -> int:
 
 
 def add_publish_parser(commands: argparse._SubParsersAction) -> None:
-    from erav1.book.layout import RESULTS_DIR
+    from erav1.published import RESULTS_DIR
     from erav1.utils.policies import DEVICES
 
     publish = commands.add_parser(

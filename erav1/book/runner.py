@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from erav1.book.layout import RESULTS_DIR, Book, BookError
+from erav1.book.layout import Book, BookError
+from erav1.published import RESULTS_DIR
 
 PUBLISHING_PROFILE = "full"
 STAGE_MARKER = ".erav1-stage"
