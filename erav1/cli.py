@@ -129,12 +129,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from erav1.analysis import METRICS, REPORT, analyze_run
+    from erav1.analysis import METRICS, analyze_run, default_report_dir
     from erav1.utils.cam_trust import RANDOM
 
+    out = Path(args.out) if args.out else default_report_dir(args.model)
     metrics = analyze_run(
-        args.run_dir, n=args.n, layer=args.layer, order=args.order, data=args.data, data_dir=args.data_dir,
-        device=args.device, precision=args.precision, allow_coarse=args.allow_coarse,
+        args.model, n=args.n, layer=args.layer, order=args.order, data=args.data, data_dir=args.data_dir,
+        device=args.device, precision=args.precision, allow_coarse=args.allow_coarse, out=out,
         **{name: getattr(args, name) for name in ("faithfulness_n", "faithfulness_seed")
            if getattr(args, name) is not None},  # unset: analyze_run's defaults, which are chapter 7's
     )
@@ -146,7 +147,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         f"{len(metrics['misclassified']['items'])} misclassified shown, Grad-CAM at {metrics['gradcam']['layer']} "
         f"({h}x{w}); "
         + (f"ROAD on {road['num_images']} images ranks {best['label']} first; " if best else "")
-        + f"{len(metrics['figures'])} figures and {METRICS} in {Path(args.run_dir) / REPORT}"
+        + f"{len(metrics['figures'])} figures and {METRICS} in {out}"
     )
     return 0
 
@@ -156,10 +157,14 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
     from erav1.utils.policies import DEVICES, PRECISIONS
 
     analyze = commands.add_parser(
-        "analyze", help="evaluate a run and write its report",
-        description="Score a trained run on its test split; write every figure and metrics.json to RUN_DIR/report/.",
+        "analyze", help="evaluate a run, a weights file or the published run, and write its report",
+        description="Score a trained model on its test split; write every figure and metrics.json into a report "
+                    "folder (RUN_DIR/report/ for a run directory).",
     )
-    analyze.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'erav1 train'")
+    analyze.add_argument("model", metavar="MODEL",
+                         help="a run directory written by 'erav1 train', a weights file (.pt), or 'published' for "
+                              "the book's published run (downloaded once when not in a clone)")
+    analyze.add_argument("--out", help="report folder (default: RUN_DIR/report, or reports/NAME for a weights file)")
     analyze.add_argument("--n", type=_positive_int, default=10,
                          help="how many misclassified images to show (default: %(default)s)")
     analyze.add_argument("--order", choices=ORDERS, default="confidence",
@@ -194,7 +199,7 @@ def run_publish(args: argparse.Namespace) -> int:
 
 
 def add_publish_parser(commands: argparse._SubParsersAction) -> None:
-    from erav1.book.layout import RESULTS_DIR
+    from erav1.published import RESULTS_DIR
     from erav1.utils.policies import DEVICES
 
     publish = commands.add_parser(

@@ -360,6 +360,14 @@ def _format_epoch(record: dict[str, float], epochs: int, eval_name: str) -> str:
     )
 
 
+def _optimizer_and_schedule(
+    config: Config, model: nn.Module, epochs: int, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    optimizer = build_optimizer(config.optimizer, model, config.lr, config.weight_decay, config.momentum,
+                                config.nesterov, config.decay_norm_and_bias)
+    return optimizer, build_scheduler(config.scheduler, optimizer, epochs, steps_per_epoch, config.pct_start)
+
+
 def fit(config: Config, progress: bool = True) -> FitResult:
     """Train ``config.model`` for ``config.epochs``; write and return the run."""
     run_dir = Path(config.run_dir).expanduser()
@@ -376,12 +384,8 @@ def fit(config: Config, progress: bool = True) -> FitResult:
         _check_same_classes(checkpoint, run_dir / rundir.CHECKPOINT, data.classes, config.data)
     torch.manual_seed(config.seed)
     model = runtime.prepare(get_model(config.model, num_classes=len(data.classes)))
-    optimizer = build_optimizer(
-        config.optimizer, model, config.lr, config.weight_decay, config.momentum, config.nesterov,
-        config.decay_norm_and_bias,
-    )
     steps_per_epoch = -(-len(data.train) // config.batch_size)
-    scheduler = build_scheduler(config.scheduler, optimizer, config.epochs, steps_per_epoch, config.pct_start)
+    optimizer, scheduler = _optimizer_and_schedule(config, model, config.epochs, steps_per_epoch)
     scaler = runtime.grad_scaler()
     generator = torch.Generator(device=runtime.device).manual_seed(config.seed)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -461,3 +465,48 @@ def describe_config(config: Config) -> Markdown:
     """The recipe as a table: every Config field, its value and what it means."""
     rows = [[f"`{f.name}`", f"`{getattr(config, f.name)!r}`", f.metadata["help"]] for f in fields(Config)]
     return Markdown(markdown_table(["option", "value", "meaning"], rows))
+
+
+def describe_expected_time(config: Config, steps: int = 2) -> Markdown:
+    """Before training: where it will run and, without a GPU, how long a short measured burst says it will take.
+
+    A reader who opens chapter 3 on a runtime without a GPU should learn that before the hours start, not after.
+    The burst is ``steps`` batches of the recipe's real training step on real images, after one warm-up batch, on
+    a throw-away model, so the run itself is untouched.
+    """
+    run_dir = Path(config.run_dir).expanduser()
+    kept = config.resume and not config.overwrite and (run_dir / rundir.HISTORY).is_file()
+    done = len(rundir.read_history(run_dir)) if kept else 0
+    if done >= config.epochs:
+        return Markdown(f"`{run_dir}` holds a finished run of {config.epochs} epochs: the next cell trains nothing "
+                        "and shows it.")
+    runtime = Runtime.create(config.device, config.precision, config.channels_last)
+    if runtime.device.type == "cuda":
+        gpu = torch.cuda.get_device_name(runtime.device)
+        return Markdown(f"Training runs on the GPU ({gpu}, {runtime.precision}).")
+    data = load_data(config.data, config.data_dir, config.subset, config.val_fraction, config.resize, verbose=False)
+    images_per_s = _burst_speed(config, data.train, runtime, steps)
+    left = config.epochs - done
+    minutes = round(left * len(data.train) / images_per_s / 60)
+    duration = f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+    return Markdown(
+        f"**No GPU here:** training runs on the {runtime.device.type.upper()} in {runtime.precision}, at about "
+        f"{images_per_s:,.0f} images/s (measured just now over {steps} batches of {config.batch_size}). "
+        f"{left} epoch{'s' * (left != 1)} of {len(data.train):,} images will take about **{duration}**, plus a "
+        "test pass per epoch. In Colab, *Runtime > Change runtime type > T4 GPU* makes it minutes, and a run "
+        "that stops resumes from its last finished epoch."
+    )
+
+
+def _burst_speed(config: Config, train: ImageSet, runtime: Runtime, steps: int) -> float:
+    """Images per second of the recipe's training step: one warm-up batch, then ``steps`` timed batches."""
+    torch.manual_seed(config.seed)
+    model = runtime.prepare(get_model(config.model, num_classes=len(train.classes)))
+    optimizer, scheduler = _optimizer_and_schedule(config, model, 1, steps + 1)
+    generator = torch.Generator(device=runtime.device).manual_seed(config.seed)
+    parts = (optimizer, scheduler, nn.CrossEntropyLoss(), runtime, runtime.grad_scaler(), config.augmentation,
+             generator, config.batch_size, 0)
+    warm_up = torch.arange(min(config.batch_size, len(train)))
+    timed = torch.arange(len(warm_up), len(warm_up) + steps * config.batch_size) % len(train)
+    train_one_epoch(model, train.take(warm_up), *parts, progress=False)
+    return train_one_epoch(model, train.take(timed), *parts, progress=False)["images_per_s"]

@@ -4,7 +4,8 @@ Writes two files that the book, the README and Colab readers use:
 
 * ``summary.json``: the final epoch's test accuracy (never the best epoch's), the
   class-wise and final train accuracy, the whole recipe, the wall time, the
-  hardware, the torch version, the data source and the commit;
+  hardware, the torch version, the data and its fingerprint, the commit, and the
+  sha256 of the weights, against which a reader's download is checked;
 * ``resnet18_cifar10.pt``: the final weights as an fp16 ``state_dict`` (about
   22 MB), which chapters 4-6 can load instead of a run directory.
 
@@ -13,16 +14,17 @@ Every number is read from the run's own files or measured on its test set here.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 from erav1.analysis import analyze_run
 from erav1.errors import RunDirError
+from erav1.published import PUBLISHED_WEIGHTS, SUMMARY
 from erav1.utils.checkpoint import atomic_save, atomic_write_json, load_checkpoint
 from erav1.utils.rundir import CONFIG, ENVIRONMENT, WEIGHTS, read_history, read_json
 
-SUMMARY, PUBLISHED_WEIGHTS = "summary.json", "resnet18_cifar10.pt"
 RECIPE_KEYS = (
     "model", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "decay_norm_and_bias", "scheduler",
     "pct_start", "batch_size", "label_smoothing", "crop_padding", "flip", "cutout_size", "cutout_p",
@@ -33,11 +35,6 @@ def _hardware(environment: dict[str, Any]) -> str:
     if environment.get("gpu"):
         return environment["gpu"]
     return f"{environment.get('cpu', 'CPU')} ({environment.get('cpu_threads', '?')} threads)"
-
-
-def _data_label(data: str, files: str) -> str:
-    """What the run read, without this machine's folders: 'cifar10-jpeg.zip (60,000 .jpg files)'."""
-    return f"{Path(data).name} ({files})" if files else data
 
 
 def _check_finished(run_dir: Path) -> None:
@@ -65,7 +62,8 @@ def summarize_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         "wall_time_s": sum(record["seconds"] for record in history),
         "hardware": _hardware(environment),
         "torch": environment["torch"],
-        "data": _data_label(config["data"], metrics["data_files"]),
+        "data": metrics["data"],  # what the pixels are and where they were read from, no folder of this machine
+        "data_fingerprint": metrics["data_fingerprint"],
         "commit": environment.get("git_commit"),
     }
 
@@ -78,5 +76,6 @@ def publish_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, device: 
     state_dict = load_checkpoint(run_dir / WEIGHTS)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
     atomic_save(half, out_dir / PUBLISHED_WEIGHTS)
-    atomic_write_json(summary, out_dir / SUMMARY)
+    summary["weights_sha256"] = hashlib.sha256((out_dir / PUBLISHED_WEIGHTS).read_bytes()).hexdigest()
+    atomic_write_json(summary, out_dir / SUMMARY)  # written last: it names the weights that are already in place
     return summary

@@ -21,7 +21,7 @@ EXPECTED_FIGURES = {
     "06_gradcam": 1,  # the CAM grid
     "07_trust": 5,  # layers, methods, ROAD curves, rank correlations, randomised maps
 }
-COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+COLAB_BADGE = "images/colab-badge.svg"  # vendored beside the chapters
 
 
 def read(path: Path) -> nbformat.NotebookNode:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +68,32 @@ def test_analyze_writes_chapter_7s_road_table(run_dir, small_splits, capsys):
     assert road == json.loads(json.dumps(chapter))
     best = next(row["label"] for row in road["table"] if row["method"] != RANDOM)
     assert f"ROAD on 2 images ranks {best} first" in capsys.readouterr().out
+
+
+def test_analyze_scores_a_weights_file_and_writes_its_report_where_asked(run_dir, official_subset_zip, tmp_path,
+                                                                          capsys):
+    """A bare weights file has no config.json: it is scored on the data given (here 300 official test images)."""
+    out = tmp_path / "weights-report"
+    args = ["analyze", str(run_dir / "model.pt"), "--out", str(out), "--device", "cpu", "--precision", "fp32",
+            "--n", "3", "--data", str(official_subset_zip), "--data-dir", str(tmp_path / "cache"),
+            "--faithfulness-n", "0"]
+    assert main(args) == 0
+    metrics = json.loads((out / METRICS).read_text())
+    assert metrics["num_images"] == 300 and metrics["model"] == str(run_dir / "model.pt")
+    assert "loss_curves.png" not in metrics["figures"], "a weights file has no training history to plot"
+    assert metrics["data"] == f"{official_subset_zip.name} (600 .png files)"
+    assert set(metrics["data_fingerprint"]) == {"train", "test"}
+    assert str(out) in capsys.readouterr().out and not (run_dir / REPORT).exists()
+
+
+def test_analyze_published_scores_the_published_weights(official_subset_zip, tmp_path, monkeypatch):
+    """'published' is the book's published run (in a clone, book/results/resnet18_cifar10.pt)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", "published", "--device", "cpu", "--n", "3", "--data", str(official_subset_zip),
+                 "--data-dir", str(tmp_path / "cache"), "--faithfulness-n", "0"]) == 0
+    metrics = json.loads((tmp_path / "reports" / "published" / METRICS).read_text())
+    assert Path(metrics["weights"]).name == "resnet18_cifar10.pt"
+    assert metrics["accuracy"] > 0.8, "a trained model, not a fresh one, on 300 official test images"
 
 
 def test_a_missing_run_or_model_is_one_clear_line(tmp_path, capsys):

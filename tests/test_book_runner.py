@@ -45,7 +45,7 @@ def make_book(root: Path, second_body: str = "print(epochs * 2)") -> Book:
     (root / "_config.yml").write_text(CONFIG)
     (root / "_toc.yml").write_text(TOC)
     (root / "book" / "intro.md").write_text(INTRO)
-    (root / "book" / "profiles" / "full.yml").write_text("epochs: 20\n")
+    (root / "book" / "profiles" / "full.yml").write_text("{}\n")
     (root / "book" / "profiles" / "smoke.yml").write_text("epochs: 1\nlabel: smoke\n")
     first = chapter("First", 'label = "default"', "print(label)")
     first.cells.append(new_code_cell("import sys\nimport erav1\nprint(sys.executable)\nprint(erav1.__file__)"))
@@ -86,10 +86,20 @@ def test_unknown_parameter_names_are_errors(tmp_path):
     assert not (book.root / "build").exists(), "nothing is executed before the names are checked"
 
 
-def test_the_full_profile_cannot_publish_a_changed_recipe(tmp_path):
+def test_the_full_profile_runs_the_chapters_as_stored_and_takes_no_changes(tmp_path):
     book = make_book(tmp_path / "repo")
-    with pytest.raises(BookError, match="cannot override epochs"):
+    with pytest.raises(BookError, match="as a reader runs them.*cannot set epochs"):
         run_book(book, "full", ["epochs=2"], build=False)
+    (book.root / "book" / "profiles" / "full.yml").write_text("epochs: 3\n")
+    with pytest.raises(BookError, match="cannot set epochs"):
+        run_book(book, "full", build=False)
+    (book.root / "book" / "profiles" / "full.yml").write_text("epochs: 20\n")  # the chapter's own default
+    run_book(book, "full", build=False, echo=lambda _: None)
+    for path in (book.root / "book").glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        assert not [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])], path.name
+        assert nb.metadata["papermill"]["parameters"] == {}
+        assert nb.metadata["papermill"]["input_path"] == nb.metadata["papermill"]["output_path"] == f"book/{path.name}"
 
 
 def test_smoke_profile_stages_and_full_profile_publishes(tmp_path):
@@ -145,7 +155,10 @@ def test_tidy_merges_split_stream_writes_and_hides_the_injected_cell():
                     nbformat.v4.new_output("stream", name="stdout", text="a 100%\r   \rdone\n")]
     injected = new_code_cell("epochs = 1")
     injected.metadata["tags"] = ["injected-parameters"]
-    nb = tidy_notebook(new_notebook(cells=[injected, cell]), "smoke", {"epochs": 1})
+    nb = new_notebook(cells=[injected, cell], metadata={"papermill": {"input_path": "/home/me/repo/book/x.ipynb",
+                                                                      "output_path": "/tmp/stage/book/x.ipynb"}})
+    nb = tidy_notebook(nb, "smoke", {"epochs": 1}, "book/x.ipynb")
+    assert nb.metadata["papermill"] == {"input_path": "book/x.ipynb", "output_path": "book/x.ipynb"}
     assert [o.text for o in nb.cells[1].outputs] == ["done\n"]
     assert nb.cells[0].metadata["tags"] == ["injected-parameters", "remove-cell"]
 
@@ -188,12 +201,10 @@ def test_the_full_profile_publishes_the_run_its_chapters_trained(tiny_run, tmp_p
     import shutil
 
     book = make_book(tmp_path / "repo")
-    run_dir = tmp_path / "runs" / "book"
-    shutil.copytree(tiny_run.run_dir, run_dir)
-    nbformat.write(chapter("Third", 'run_dir = "runs/book"\ndevice = "auto"', "print(run_dir)"),
-                   book.root / "book" / "03_third.ipynb")
+    shutil.copytree(tiny_run.run_dir, tmp_path / "repo" / "runs" / "book")
+    nbformat.write(chapter("Third", 'run_dir = "runs/book"\nepochs = 20', "print(run_dir)"),
+                   book.root / "book" / "03_third.ipynb")  # the training chapter names its run directory
     (book.root / "_toc.yml").write_text(TOC + "  - file: book/03_third\n")
-    (book.root / "book" / "profiles" / "full.yml").write_text(f"epochs: 20\nrun_dir: {run_dir}\ndevice: cpu\n")
     (book.root / "README.md").write_text("# tiny\n\n<!-- results:start -->\n<!-- results:end -->\n")
 
     run_book(Book.at(book.root), "full", build=False, echo=lambda _: None)

@@ -17,9 +17,8 @@ from pytorch_grad_cam.metrics.road import ROADCombined, ROADLeastRelevantFirst
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 from scipy.stats import spearmanr
 
-from erav1.book.layout import RESULTS_DIR
 from erav1.errors import UsageError
-from erav1.publish import PUBLISHED_WEIGHTS
+from erav1.published import published_weights
 from erav1.utils.cam_trust import (
     METHODS,
     RANDOM,
@@ -46,7 +45,7 @@ from erav1.utils.transforms import normalize
 @pytest.fixture(scope="module")
 def trained():
     """The published weights, fp32 on the CPU (so batched and single-image maps can be compared closely)."""
-    return load_model(ROOT / RESULTS_DIR / PUBLISHED_WEIGHTS, device="cpu", precision="fp32")
+    return load_model(published_weights(), device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="module")

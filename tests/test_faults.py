@@ -173,9 +173,9 @@ def resume_to_the_end(run_dir: Path, epochs_saved: int) -> None:
 
 @pytest.fixture(scope="module")
 def jpegs(cifar_zip) -> dict[str, list[bytes]]:
-    """Eight real CIFAR-10 JPEGs per class, read from the shared zip."""
+    """Eight real CIFAR-10 images per class, read from the test copy (JPEGs beside the repo, else PNGs)."""
     with zipfile.ZipFile(cifar_zip) as archive:
-        names = sorted(n for n in archive.namelist() if n.endswith(".jpg") and n.startswith("train/"))
+        names = sorted(n for n in archive.namelist() if n.endswith((".jpg", ".png")) and n.startswith("train/"))
         return {c: [archive.read(n) for n in [n for n in names if n.startswith(f"train/{c}/")][:8]] for c in CLASSES}
 
 

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import shutil
@@ -32,7 +33,8 @@ def test_summary_holds_the_final_epoch_the_recipe_and_the_environment(published,
     assert json.loads((out / SUMMARY).read_text()) == summary
     final = tiny_run.history[-1]
     assert summary["test_accuracy"] == final["test_acc"] and summary["train_accuracy"] == final["train_acc"]
-    flip = evaluate_model(tiny_run.model, small_splits.test, Runtime.create("cpu", "fp32"), flip=True)
+    # publish re-scores on the CPU with the precision auto picks there (bf16 on AMX CPUs), so must this check
+    flip = evaluate_model(tiny_run.model, small_splits.test, Runtime.create("cpu", "auto"), flip=True)
     assert summary["test_accuracy_flip_tta"] == pytest.approx(flip.accuracy, abs=1e-6)
     assert summary["epochs"] == len(tiny_run.history) == 3
     assert summary["wall_time_s"] == pytest.approx(sum(r["seconds"] for r in tiny_run.history))
@@ -40,14 +42,16 @@ def test_summary_holds_the_final_epoch_the_recipe_and_the_environment(published,
     assert summary["recipe"]["optimizer"] == "sgd" and summary["recipe"]["precision"] == "fp32"
     assert summary["recipe"]["cutout_size"] == 0 and summary["seed"] == 0
     assert summary["torch"] == torch.__version__ and summary["hardware"]
-    assert summary["data"] == "cifar10-jpeg.zip (60,000 .jpg files)"  # no folder of this machine
+    assert summary["data"] == small_splits.source and "/" not in summary["data"]  # no folder of this machine
+    assert summary["data_fingerprint"] == small_splits.fingerprints
     # the class-wise accuracies, weighted by class size (50 each), give back the final test accuracy
     mean = sum(summary["class_accuracy"].values()) / len(summary["class_accuracy"])
     assert mean == pytest.approx(summary["test_accuracy"], abs=1e-6)
 
 
 def test_published_fp16_weights_load_and_predict_like_the_run(published, tiny_run, small_splits):
-    _, out = published
+    summary, out = published
+    assert summary["weights_sha256"] == hashlib.sha256((out / PUBLISHED_WEIGHTS).read_bytes()).hexdigest()
     weights = torch.load(out / PUBLISHED_WEIGHTS, weights_only=True)
     assert all(v.dtype == torch.float16 for k, v in weights.items() if "num_batches" not in k)
     from_file = load_model(out / PUBLISHED_WEIGHTS, device="cpu", precision="fp32")

@@ -109,3 +109,21 @@ def test_config_round_trips_through_a_dict():
     with pytest.raises(UsageError, match="unknown config option"):
         Config.from_dict({"epochz": 3})
     assert {f.name for f in fields(Config)} == set(config.to_dict())
+
+
+def test_expected_time_is_measured_before_training_and_says_nothing_for_a_finished_run(cifar_zip, cache_dir,
+                                                                                          tmp_path, tiny_run):
+    import re
+
+    from erav1.main import describe_expected_time
+
+    fresh = tiny_config(cifar_zip, cache_dir, tmp_path / "fresh", epochs=20)
+    text = describe_expected_time(fresh)
+    speed = float(re.search(r"about ([\d,.]+) images/s", text)[1].replace(",", ""))
+    minutes = re.search(r"about \*\*(?:(\d+) h )?(\d+) min\*\*", text)
+    expected = 20 * 500 / speed / 60
+    assert "No GPU here" in text and "20 epochs of 500 images" in text
+    assert abs(int(minutes[1] or 0) * 60 + int(minutes[2]) - expected) <= 1, "the estimate is the burst's speed"
+    assert not (tmp_path / "fresh").exists(), "measuring writes nothing"
+    finished = tiny_config(cifar_zip, cache_dir, tiny_run.run_dir, resume=True)
+    assert "holds a finished run of 3 epochs" in describe_expected_time(finished)

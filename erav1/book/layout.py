@@ -19,7 +19,6 @@ CONFIG_FILE = "_config.yml"
 TOC_FILE = "_toc.yml"
 CHAPTER_DIR = "book"
 PROFILE_DIR = "book/profiles"
-RESULTS_DIR = "book/results"
 DEFAULT_COLAB = "https://colab.research.google.com"
 GITHUB = re.compile(r"^https://github\.com/(?P<owner>[\w.-]+)/(?P<repo>[\w.-]+?)(?:\.git)?/?$")
 

@@ -74,5 +74,9 @@ def check_known(values: dict[str, Any], declared: dict[str, dict[str, Any]], ori
 
 
 def for_chapter(values: dict[str, Any], declared: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``values`` a chapter declares, in its declaration order."""
-    return {name: values[name] for name in declared if name in values}
+    """What papermill injects into a chapter: the values it declares and that differ from its own defaults.
+
+    A value equal to the default changes nothing when executed, but an injected cell would still override the
+    chapter's parameters for anyone who opens the executed notebook; so none is injected.
+    """
+    return {name: values[name] for name in declared if name in values and values[name] != declared[name]}

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from erav1.book.layout import BookError
+from erav1.published import JPEG_COPY
 
 SUMMARY_FILE = "summary.json"
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 BLOCK = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
 REQUIRED = ("test_accuracy", "epochs", "wall_time_s", "hardware")
@@ -48,32 +50,40 @@ def format_duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
-def results_markdown(summary: dict[str, Any] | None) -> str:
-    """The table (or the not-yet-published sentence) that goes between the markers."""
+def same_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two published runs trained the same recipe (precision aside) with the same seed for as many epochs."""
+    def recipe(s: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in s.get("recipe", {}).items() if k != "precision"}
+    return recipe(a) == recipe(b) and a.get("seed") == b.get("seed") and a.get("epochs") == b.get("epochs")
+
+
+def results_markdown(summary: dict[str, Any] | None, jpeg_copy: dict[str, Any] | None = None) -> str:
+    """The table (or the not-yet-published sentence) that goes between the markers.
+
+    ``jpeg_copy`` is the same recipe's run on the lossy JPEG copy; it gets a column beside the result only when
+    it really is the same recipe, seed and number of epochs.
+    """
     if summary is None:
         return NOT_PUBLISHED
     flip = summary.get("test_accuracy_flip_tta")
-    row = [
-        f"{100 * summary['test_accuracy']:.2f}%",
-        f"{100 * flip:.2f}%" if flip is not None else "-",
-        str(summary["epochs"]),
-        format_duration(summary["wall_time_s"]),
-        str(summary["hardware"]),
-        str(summary.get("data", "")),
-    ]
-    return "\n".join([
-        "| Test accuracy (final epoch) | With flip TTA (separate) | Epochs | Wall time | Hardware | Data |",
-        "|---|---|---|---|---|---|",
-        "| " + " | ".join(row) + " |",
-    ])
+    header = ["Test accuracy (final epoch)", "With flip TTA (separate)"]
+    row = [f"{100 * summary['test_accuracy']:.2f}%", f"{100 * flip:.2f}%" if flip is not None else "-"]
+    if jpeg_copy is not None and same_recipe(summary, jpeg_copy):
+        header.append("Same recipe on the JPEG copy")
+        row.append(f"{100 * jpeg_copy['test_accuracy']:.2f}%")
+    header += ["Epochs", "Wall time", "Hardware", "Data"]
+    row += [str(summary["epochs"]), format_duration(summary["wall_time_s"]), str(summary["hardware"]),
+            str(summary.get("data", ""))]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), "| " + " | ".join(row) + " |"])
 
 
 def refresh_results(markdown: Path, summary_file: Path) -> bool:
-    """Rewrite the results block of ``markdown`` from ``summary_file``; True when it changed."""
+    """Rewrite the results block of ``markdown`` from ``summary_file`` (and the JPEG run beside it); True if changed."""
     text = markdown.read_text()
     if not BLOCK.search(text):
         raise BookError(f"{markdown} has no {START} ... {END} block")
-    block = f"{START}\n{results_markdown(read_summary(summary_file))}\n{END}"
+    table = results_markdown(read_summary(summary_file), read_summary(summary_file.with_name(JPEG_COPY)))
+    block = f"{START}\n{table}\n{END}"
     updated = BLOCK.sub(lambda _: block, text, count=1)
     if updated != text:
         markdown.write_text(updated)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from erav1.book.layout import RESULTS_DIR, Book, BookError
+from erav1.book.layout import Book, BookError
+from erav1.published import RESULTS_DIR
 
 PUBLISHING_PROFILE = "full"
 STAGE_MARKER = ".erav1-stage"
@@ -72,6 +73,11 @@ def resolve_parameters(book: Book, profile: str, overrides: list[str]) -> tuple[
     return declared, {**values, **overridden}
 
 
+def trained_run_dir(declared: dict[str, dict[str, Any]]) -> str | None:
+    """The run directory that the training chapter (the one declaring ``epochs``) writes by default."""
+    return next((d["run_dir"] for d in declared.values() if "epochs" in d and "run_dir" in d), None)
+
+
 def run_book(
     book: Book,
     profile: str,
@@ -96,11 +102,13 @@ def run_book(
     name = Path(profile).stem
     publishes = name == PUBLISHING_PROFILE and stage is None
     if publishes:
-        fixed = sorted(set(load_profile(book.profile_path(profile))) & {o.partition("=")[0].strip() for o in overrides})
-        if fixed:
+        changed = sorted({o.partition("=")[0].strip() for o in overrides}
+                         | {k for k, v in load_profile(book.profile_path(profile)).items()
+                            if any(k in d and d[k] != v for d in declared.values())})
+        if changed:
             raise BookError(
-                f"the {name} profile publishes into book/, so it cannot override {', '.join(fixed)}; "
-                "pass --stage DIR to run a variant elsewhere"
+                f"the {name} profile publishes into book/ the chapters exactly as a reader runs them, with their own "
+                f"defaults, so it cannot set {', '.join(changed)}; pass --stage DIR to run a variant elsewhere"
             )
     staged = prepare_stage(book, stage or default_stage(book, profile))
     chapters = book.chapters()
@@ -111,7 +119,8 @@ def run_book(
         echo(f"[{number}/{len(chapters)}] executing {relative} ({name} profile)")
         chapter_values = for_chapter(values, declared[chapter.name])
         execute_chapter(chapter, output, chapter_values, cwd=book.root, package_root=book.root, log_output=log_output)
-        nbformat.write(tidy_notebook(nbformat.read(output, as_version=4), name, values), output)
+        executed = tidy_notebook(nbformat.read(output, as_version=4), name, values, relative.as_posix())
+        nbformat.write(executed, output)
         echo(f"      done in {time.perf_counter() - started:.0f} s")
 
     target = staged
@@ -120,8 +129,9 @@ def run_book(
             shutil.copy2(staged.root / chapter.relative_to(book.root), chapter)
         target = book
         echo(f"wrote the executed chapters into {book.root / 'book'}")
-        if "run_dir" in values:  # the profile names the run the chapters trained: publish its results
-            summary = publish_run(book.root / values["run_dir"], book.root / RESULTS_DIR, values.get("device", "auto"))
+        run_dir = trained_run_dir(declared)
+        if run_dir is not None:  # the run the chapters trained: publish its results
+            summary = publish_run(book.root / run_dir, book.root / RESULTS_DIR, values.get("device", "auto"))
             echo(f"published the run: final test accuracy {100 * summary['test_accuracy']:.2f}% "
                  f"-> {RESULTS_DIR}/{SUMMARY_FILE}")
             refresh_results(book.root / "README.md", book.root / RESULTS_DIR / SUMMARY_FILE)

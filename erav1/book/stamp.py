@@ -1,8 +1,9 @@
 """Stamp every chapter with its "Open in Colab" badge and its Colab-only install cell.
 
 Both are derived from ``_config.yml`` (see :mod:`erav1.book.layout`), so
-changing the repository or branch there and re-stamping updates every chapter.
-Stamping twice gives the same notebooks as stamping once.
+changing the repository or branch there and re-stamping updates every chapter,
+and the repository and branch that :mod:`erav1.published` downloads the
+published run from. Stamping twice gives the same files as stamping once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import nbformat
 
 from erav1.book.layout import Book, BookError, Repository
 
-BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+# Vendored (book/images/), so the offline site shows the badge; the path is relative to the chapter.
+BADGE_IMAGE = "images/colab-badge.svg"
 BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)\s*$", re.MULTILINE)
 INSTALL_TAG = "colab-install"
 INSTALL_TAGS = [INSTALL_TAG, "remove-cell"]  # the book page explains installing; Colab runs the cell
@@ -67,10 +69,23 @@ def stamp_notebook(nb: nbformat.NotebookNode, colab_url: str, repository: Reposi
     return changed
 
 
+def stamp_package(source: str, repository: Repository) -> str:
+    """erav1/published.py's ``REPOSITORY`` and ``BRANCH`` lines set to ``repository``."""
+    source = re.sub(r'^REPOSITORY = ".*"$', f'REPOSITORY = "{repository.url}"', source, count=1, flags=re.MULTILINE)
+    return re.sub(r'^BRANCH = ".*"$', f'BRANCH = "{repository.branch}"', source, count=1, flags=re.MULTILINE)
+
+
 def stamp_chapters(book: Book, check: bool = False) -> list[Path]:
-    """Stamp every chapter of ``book`` in place; return the chapters that changed (or would, with check)."""
+    """Stamp every chapter of ``book`` and erav1/published.py in place; return the files that changed (or would)."""
     repository = book.repository
     changed = []
+    package = book.root / "erav1" / "published.py"
+    if package.is_file():
+        stamped = stamp_package(package.read_text(), repository)
+        if stamped != package.read_text():
+            changed.append(package)
+            if not check:
+                package.write_text(stamped)
     for path in book.chapters():
         nb = nbformat.read(path, as_version=4)
         if stamp_notebook(nb, book.colab_url(path), repository):

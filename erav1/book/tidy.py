@@ -6,6 +6,8 @@
 * Papermill's injected-parameters cell is tagged ``remove-cell`` so the book
   hides it (the ``parameters`` cell above it stays visible); the values are
   recorded in the notebook's metadata instead, with the profile's name.
+* Papermill records the absolute input and output paths of the machine that
+  executed the chapter; they become the chapter's path in the repository.
 """
 
 from __future__ import annotations
@@ -52,8 +54,10 @@ def tidy_outputs(outputs: list[nbformat.NotebookNode]) -> list[nbformat.Notebook
     return tidied
 
 
-def tidy_notebook(nb: nbformat.NotebookNode, profile: str, parameters: dict[str, Any]) -> nbformat.NotebookNode:
-    """Tidy an executed chapter in memory and record how it was executed."""
+def tidy_notebook(
+    nb: nbformat.NotebookNode, profile: str, parameters: dict[str, Any], chapter: str
+) -> nbformat.NotebookNode:
+    """Tidy an executed chapter in memory and record how it was executed; ``chapter`` is its path in the repo."""
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
@@ -62,5 +66,8 @@ def tidy_notebook(nb: nbformat.NotebookNode, profile: str, parameters: dict[str,
         if INJECTED_TAG in tags and HIDDEN_TAG not in tags:
             tags.append(HIDDEN_TAG)
     nb.metadata.pop("widgets", None)
+    papermill = nb.metadata.get("papermill")
+    if papermill is not None:
+        papermill["input_path"] = papermill["output_path"] = chapter
     nb.metadata["erav1"] = {"profile": profile, "parameters": parameters}
     return nb

@@ -1,10 +1,13 @@
 """CIFAR-10 as in-memory uint8 tensors, from torchvision or an image folder.
 
-Two sources sit behind :func:`load_data`:
+Two kinds of source sit behind :func:`load_data`:
 
-* ``"cifar10"``: the official release through ``torchvision.datasets.CIFAR10``;
+* ``"cifar10"``: the official pixels, from torchvision's download or from a
+  local lossless copy named by ``ERAV1_CIFAR10``, proven by a fingerprint
+  (:mod:`erav1.utils.cifar10`);
 * a path to a directory or ``.zip`` laid out as ``train/<class>/*`` and
-  ``test/<class>/*`` (class names sorted give the label numbers).
+  ``test/<class>/*`` (class names sorted give the label numbers), named as what
+  it is.
 
 Either way the images are decoded once into ``(N, 3, 32, 32)`` uint8 tensors.
 Training then slices batches straight out of memory, so no per-image
@@ -28,13 +31,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from erav1.errors import DataError
+from erav1.utils import cifar10
 from erav1.utils.checkpoint import atomic_save
 from erav1.utils.text import Markdown, markdown_table
 
 SPLITS = ("train", "test")
 CACHE_VERSION = 2
 LAYOUTS = (
-    "erav1 reads either 'cifar10' (the official dataset, downloaded by torchvision) "
+    "erav1 reads either 'cifar10' (the official dataset: torchvision's download, or the lossless copy that "
+    f"{cifar10.ENV_VAR} names) "
     "or a path to a directory or .zip laid out as train/<class>/<image> and "
     "test/<class>/<image>, with the same class folders in both."
 )
@@ -77,8 +82,11 @@ class DataSplits:
     train: ImageSet
     test: ImageSet
     val: ImageSet | None = None
+    # What the images are and where they were read from, without this machine's folders, e.g.
+    # 'CIFAR-10 (official pixels), read from cifar10-png.zip (60,000 .png files)' or 'my-data.zip (1,200 .jpg files)'.
     source: str = ""
-    contents: str = ""  # what an image-folder copy holds, e.g. '60,000 .jpg files'; '' for the official release
+    # Order-independent fingerprints of the whole train and test splits as loaded (before subset and validation).
+    fingerprints: dict[str, str] | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -112,17 +120,18 @@ def load_data(
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     data_dir = Path(data_dir).expanduser()
     if data.lower() == "cifar10":
-        train, test = _load_torchvision_cifar10(data_dir)
-        source, contents = "cifar10 (torchvision)", ""
+        train, test, source = _load_official(data_dir, verbose)
     else:
         train, test, contents = _read_image_folder(data, data_dir, resize, verbose=verbose)
-        source = f"{Path(data).expanduser().resolve()} ({contents})"
+        source = f"{Path(data).expanduser().name} ({contents})"
+    fingerprints = {split: cifar10.fingerprint(cifar10.nhwc(part.images), part.labels.numpy())
+                    for split, part in zip(SPLITS, (train, test), strict=True)}
     if subset is not None:
         train, test = stratified_subset(train, subset), stratified_subset(test, subset)
     val = None
     if val_fraction > 0:
         train, val = split_validation(train, val_fraction)
-    return DataSplits(train, test, val, source, contents)
+    return DataSplits(train, test, val, source, fingerprints)
 
 
 def _per_class_indices(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
@@ -158,6 +167,36 @@ def split_validation(dataset: ImageSet, fraction: float) -> tuple[ImageSet, Imag
 
 
 # --- the official dataset ------------------------------------------------------------
+
+
+def _load_official(data_dir: Path, verbose: bool) -> tuple[ImageSet, ImageSet, str]:
+    """The official pixels from the local copy that ``ERAV1_CIFAR10`` names, else torchvision's download.
+
+    Either source is verified against the official fingerprints and put in the canonical order, so the
+    same run sees the same images in the same order wherever its pixels came from.
+    """
+    copy = cifar10.local_copy()
+    if copy is not None:
+        if not copy.exists():
+            raise DataError(
+                f"{cifar10.ENV_VAR} names {copy} as the local copy of CIFAR-10, but it does not exist; "
+                f"point {cifar10.ENV_VAR} at an image folder or .zip of the official pixels, or unset it to download "
+                "them with torchvision"
+            )
+        train, test, contents = _read_image_folder(copy, data_dir, verbose=verbose)
+        if train.classes != list(CIFAR10_CLASSES):
+            raise DataError(f"{copy} (named by {cifar10.ENV_VAR}) has the classes {', '.join(train.classes)}, "
+                            f"not CIFAR-10's {', '.join(CIFAR10_CLASSES)}")
+        origin, where = f"read from {copy.name} ({contents})", f"{copy} (named by {cifar10.ENV_VAR})"
+    else:
+        train, test = _load_torchvision_cifar10(data_dir)
+        origin, where = "downloaded by torchvision", f"the torchvision download in {data_dir}"
+    sets = {"train": train, "test": test}
+    orders = cifar10.verify_and_order(
+        {split: (cifar10.nhwc(part.images), part.labels.numpy()) for split, part in sets.items()}, where
+    )
+    train, test = (sets[split].take(torch.from_numpy(orders[split])) for split in SPLITS)
+    return train, test, cifar10.describe_official({"train": len(train), "test": len(test)}, origin)
 
 
 def _load_torchvision_cifar10(root: Path) -> tuple[ImageSet, ImageSet]:
@@ -371,9 +410,14 @@ def describe_splits(splits: DataSplits) -> Markdown:
     rows = [[name] + [counts[split][c] for split in sets] for c, name in enumerate(splits.classes)]
     rows.append(["**all classes**"] + [len(part) for part in sets.values()])
     channels, height, width = splits.train.images.shape[1:]
+    official = ""
+    if splits.fingerprints == cifar10.FINGERPRINTS:
+        official = (" Both splits match the fingerprints of the official release (train `"
+                    f"{splits.fingerprints['train'][:12]}…`, test `{splits.fingerprints['test'][:12]}…`), "
+                    "whichever copy they were read from: these are the official pixels.")
     return Markdown(
-        f"Source: `{splits.source}`. {len(splits.classes)} classes; every image is {height}x{width} pixels with "
+        f"Source: {splits.source}. {len(splits.classes)} classes; every image is {height}x{width} pixels with "
         f"{channels} colour channels, stored as `uint8`. "
-        + ", ".join(f"{len(part):,} {name}" for name, part in sets.items()) + " images.\n\n"
+        + ", ".join(f"{len(part):,} {name}" for name, part in sets.items()) + " images." + official + "\n\n"
         + markdown_table(["class", *sets], rows)
     )

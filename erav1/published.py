@@ -1,0 +1,188 @@
+"""The published run: its ``summary.json`` and fp16 weights, from a clone or downloaded once.
+
+Chapters 4 to 7 show the reader's own run when chapter 3 has written one, and
+the published run otherwise. In a clone of the repository the published files
+are right there, in ``book/results/``. After ``pip install git+...`` (Colab,
+where every notebook runs in a fresh runtime) they are not, so they are
+downloaded from the repository that ``_config.yml`` names, at its branch, with
+``torch.hub``'s download helper, and cached in ``data_dir``. The weights are
+checked against the sha256 that ``summary.json`` records: a file that fails is
+deleted and reported, and nothing half-downloaded is ever loaded.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from erav1.errors import DataError
+from erav1.utils.rundir import CONFIG, HISTORY, holds_run, read_json
+from erav1.utils.text import Markdown, markdown_table, percent
+
+# Stamped from _config.yml's repository.url and branch (scripts/stamp_chapters.py; a test keeps them equal).
+REPOSITORY = "https://github.com/erav1-book/erav1"
+BRANCH = "main"
+RESULTS_DIR = "book/results"
+SUMMARY, PUBLISHED_WEIGHTS = "summary.json", "resnet18_cifar10.pt"
+JPEG_COPY = "jpeg-copy.json"  # the summary of the earlier run of the same recipe on the lossy JPEG copy
+# Another place to download the published files from: a mirror, a fork's raw files, a test's server.
+URL_VARIABLE = "ERAV1_RESULTS_URL"
+CACHE_FOLDER = "published"
+
+
+def results_url() -> str:
+    """Where the published files are downloaded from: ``ERAV1_RESULTS_URL``, else the raw files on GitHub."""
+    override = os.environ.get(URL_VARIABLE, "").strip()
+    if override:
+        return override.rstrip("/") + "/"
+    owner_repo = REPOSITORY.removeprefix("https://github.com/")
+    return f"https://raw.githubusercontent.com/{owner_repo}/{BRANCH}/{RESULTS_DIR}/"
+
+
+def clone_results() -> Path | None:
+    """``book/results`` of the clone this package runs from, if it does (an editable or PYTHONPATH install)."""
+    root = Path(__file__).resolve().parents[1]
+    results = root / RESULTS_DIR
+    return results if (root / "_config.yml").is_file() and (results / SUMMARY).is_file() else None
+
+
+def _download(name: str, destination: Path, sha256: str | None) -> Path:
+    """Download one published file to ``destination`` (atomically, hash-checked when ``sha256`` is given)."""
+    from torch.hub import download_url_to_file
+
+    url = results_url() + name
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        download_url_to_file(url, str(destination), hash_prefix=sha256, progress=False)
+    except RuntimeError as exc:
+        if "invalid hash value" in str(exc):
+            raise DataError(
+                f"the published {name} downloaded from {url} does not match the sha256 that {SUMMARY} records "
+                f"({sha256}): the transfer broke off, or the file is not the one {SUMMARY} names. It was deleted, "
+                f"nothing was loaded. Run again to download it afresh; if it keeps failing, the repository's {name} "
+                f"and {SUMMARY} are out of step."
+            ) from None
+        raise
+    except (OSError, http.client.HTTPException) as exc:  # URLError, a refused or a dropped connection ...
+        raise DataError(
+            f"could not download the published {name} from {url} ({type(exc).__name__}: {exc}); nothing was kept. "
+            f"Check the connection and run again, or train your own run with chapter 3 (erav1 train)."
+        ) from None
+    return destination
+
+
+def published_json(name: str, data_dir: str | os.PathLike = "~/.cache/erav1") -> Any:
+    """A small published file (``summary.json``, say): the clone's, else a fresh download (the cached copy offline)."""
+    local = clone_results()
+    if local is not None:
+        if not (local / name).is_file():
+            raise DataError(f"{local / name} does not exist; 'erav1 publish' writes the published files")
+        return json.loads((local / name).read_text())
+    cached = Path(data_dir).expanduser() / CACHE_FOLDER / name
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
+            fresh = _download(name, Path(tmp) / Path(name).name, None)
+            value = json.loads(fresh.read_text())
+            fresh.replace(cached)
+    except DataError:
+        if not cached.is_file():
+            raise
+        value = json.loads(cached.read_text())
+        print(f"note: using the published {name} cached in {cached.parent}; the download failed")
+    except json.JSONDecodeError as exc:
+        raise DataError(f"the {name} downloaded from {results_url()} is not valid JSON ({exc})") from None
+    return value
+
+
+def published_summary(data_dir: str | os.PathLike = "~/.cache/erav1") -> dict[str, Any]:
+    """The published run's ``summary.json``."""
+    return published_json(SUMMARY, data_dir)
+
+
+def published_weights(data_dir: str | os.PathLike = "~/.cache/erav1", summary: dict[str, Any] | None = None) -> Path:
+    """The published fp16 weights: the clone's file, else downloaded once into ``data_dir`` and hash-checked.
+
+    ``summary`` is the published summary.json when the caller already has it (it holds the weights' sha256).
+    """
+    local = clone_results()
+    if local is not None:
+        return local / PUBLISHED_WEIGHTS
+    sha256 = (summary or published_summary(data_dir)).get("weights_sha256")
+    if not sha256:
+        raise DataError(f"the published {SUMMARY} records no weights_sha256, so the weights cannot be checked")
+    stem, suffix = PUBLISHED_WEIGHTS.rsplit(".", 1)
+    cached = Path(data_dir).expanduser() / CACHE_FOLDER / f"{stem}-{sha256[:12]}.{suffix}"
+    if cached.is_file():  # named by its hash, and only ever written whole after the check
+        return cached
+    return _download(PUBLISHED_WEIGHTS, cached, sha256)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model a chapter shows: the reader's own run, a weights file, or the published run."""
+
+    path: Path  # a run directory or a weights file, for erav1.utils.evaluation.load_model
+    kind: str  # "run", "weights" or "published"
+    summary: dict[str, Any] | None = None  # the published run's summary.json
+
+    def describe(self) -> Markdown:
+        """One sentence saying which model the chapter shows, with its numbers from its own files."""
+        if self.kind == "published":
+            s = self.summary or {}
+            recipe = s.get("recipe", {})
+            return Markdown(
+                f"This chapter shows **the published run**: {recipe.get('model', 'resnet18')} trained for "
+                f"{s.get('epochs')} epochs on {s.get('data')} with batch {recipe.get('batch_size')} and a peak lr of "
+                f"{recipe.get('lr')} (the whole recipe is in chapter 3), final-epoch test accuracy "
+                f"**{percent(s['test_accuracy'], 2)}**. Once chapter 3 has trained your own run into the run "
+                "directory, this chapter shows that one instead."
+            )
+        if self.kind == "weights":
+            return Markdown(f"This chapter shows the weights in `{self.path.name}`.")
+        history = read_json(self.path / HISTORY) if (self.path / HISTORY).is_file() else []
+        config = read_json(self.path / CONFIG) if (self.path / CONFIG).is_file() else {}
+        done = (f" after {len(history)} of {config.get('epochs', len(history))} epochs, final test accuracy "
+                f"{percent(history[-1]['test_acc'], 2)}" if history and "test_acc" in history[-1] else "")
+        return Markdown(f"This chapter shows your own run in `{self.path.name}/`{done}.")
+
+    def _repr_markdown_(self) -> str:
+        return str(self.describe())
+
+
+def choose_model(
+    run_dir: str | os.PathLike | None, weights: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike = "~/.cache/erav1",
+) -> ModelChoice:
+    """``weights`` when given; else ``run_dir`` when it holds a run; else the published run."""
+    if weights:
+        return ModelChoice(Path(weights).expanduser(), "weights")
+    if run_dir and holds_run(Path(run_dir).expanduser()):
+        return ModelChoice(Path(run_dir).expanduser(), "run")
+    summary = published_summary(data_dir)
+    return ModelChoice(published_weights(data_dir, summary), "published", summary)
+
+
+def describe_jpeg_copy(data_dir: str | os.PathLike = "~/.cache/erav1") -> Markdown:
+    """The published run beside the same recipe on the lossy JPEG copy: what the copy of the data cost."""
+    from erav1.book.results import same_recipe
+
+    official, jpeg = published_summary(data_dir), published_json(JPEG_COPY, data_dir)
+    rows = [[s["data"], percent(s["test_accuracy"], 2), percent(s["train_accuracy"], 2), s["hardware"],
+             s["recipe"]["precision"]] for s in (official, jpeg)]
+    table = markdown_table(["data", "test acc (final epoch)", "train acc", "hardware", "precision"], rows)
+    gap = official["test_accuracy"] - jpeg["test_accuracy"]
+    if not same_recipe(official, jpeg):
+        return Markdown(table + "\n\nThe two runs did not train the same recipe, seed and number of epochs, "
+                        "so the difference is not the data's alone.")
+    return Markdown(
+        table + f"\n\nThe same recipe and seed for {official['epochs']} epochs: on the official pixels the final "
+        f"test accuracy is {abs(100 * gap):.2f} points {'higher' if gap > 0 else 'lower'} than on the JPEG copy "
+        "(quality 75, 4:2:0 chroma). Results are only comparable on the same pixels, which is why this book "
+        "reports the official ones."
+    )

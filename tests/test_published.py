@@ -1,0 +1,111 @@
+"""The published run outside a clone: downloaded once over real HTTP, hash-checked, cached, never half-loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from loopback import Server
+
+from erav1 import published
+from erav1.errors import DataError
+from erav1.utils.evaluation import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / published.RESULTS_DIR
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch) -> Iterator[tuple[Server, Path]]:
+    """The repository's published files on a loopback server, with erav1 acting as if pip-installed (no clone)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    for name in (published.SUMMARY, published.PUBLISHED_WEIGHTS, published.JPEG_COPY):
+        shutil.copy2(RESULTS / name, folder / name)
+    server = Server(folder)
+    monkeypatch.setenv(published.URL_VARIABLE, server.url)
+    monkeypatch.setattr(published, "clone_results", lambda: None)
+    yield server, folder
+    server.close()
+
+
+def cached_files(data_dir: Path) -> list[str]:
+    folder = data_dir / published.CACHE_FOLDER
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_the_published_weights_download_once_check_their_hash_and_load(served, tmp_path, capsys):
+    server, folder = served
+    data_dir = tmp_path / "data"
+    choice = published.choose_model("runs/nothing-here", None, data_dir)
+    assert choice.kind == "published"
+    sha256 = json.loads((folder / published.SUMMARY).read_text())["weights_sha256"]
+    assert hashlib.sha256(choice.path.read_bytes()).hexdigest() == sha256
+    assert choice.path.parent == data_dir / published.CACHE_FOLDER and sha256[:12] in choice.path.name
+    assert load_model(choice.path, device="cpu", precision="fp32").model is not None
+    assert f"final-epoch test accuracy **{100 * choice.summary['test_accuracy']:.2f}%**" in choice.describe()
+    assert "the published run" in choice.describe()
+
+    server.close()  # offline now: the cached files serve, and the summary says where it came from
+    again = published.choose_model(None, None, data_dir)
+    assert again.path == choice.path and again.summary == choice.summary
+    assert "cached" in capsys.readouterr().out
+    assert server.requests.count("/" + published.PUBLISHED_WEIGHTS) == 1, "the weights are downloaded once"
+
+
+def test_weights_that_fail_the_hash_are_deleted_and_reported(served, tmp_path):
+    _, folder = served
+    summary = json.loads((folder / published.SUMMARY).read_text())
+    summary["weights_sha256"] = "0" * 64
+    (folder / published.SUMMARY).write_text(json.dumps(summary))
+    with pytest.raises(DataError, match="does not match the sha256 that summary.json.*deleted, nothing was loaded"):
+        published.choose_model(None, None, tmp_path / "data")
+    assert cached_files(tmp_path / "data") == [published.SUMMARY], "no weights, no partial file"
+
+
+def test_a_dropped_connection_leaves_nothing_behind(served, tmp_path):
+    server, _ = served
+    server.drop.add(published.PUBLISHED_WEIGHTS)
+    # http.client may see the short body as an error, or torch's reader as the end of the file: either way the
+    # download is refused, by the connection error or by the sha256 check, and nothing is kept
+    with pytest.raises(DataError, match="(could not download the published resnet18_cifar10.pt.*nothing was kept)|"
+                                        "(transfer broke off.*nothing was loaded)"):
+        published.choose_model(None, None, tmp_path / "data")
+    assert cached_files(tmp_path / "data") == [published.SUMMARY]
+    server.drop.clear()  # the next try downloads it whole
+    assert published.choose_model(None, None, tmp_path / "data").kind == "published"
+
+
+def test_no_server_and_no_cache_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(published.URL_VARIABLE, "http://127.0.0.1:9/")  # the discard port: nothing listens
+    monkeypatch.setattr(published, "clone_results", lambda: None)
+    with pytest.raises(DataError, match="could not download the published summary.json .*train your own run"):
+        published.choose_model(None, None, tmp_path / "data")
+
+
+def test_a_run_directory_or_a_weights_file_comes_before_the_published_run(tiny_run, tmp_path):
+    run = published.choose_model(tiny_run.run_dir, None, tmp_path)
+    assert run.kind == "run" and run.path == tiny_run.run_dir
+    assert f"final test accuracy {100 * tiny_run.final['test_acc']:.2f}%" in run.describe()
+    weights = published.choose_model(tiny_run.run_dir, tiny_run.run_dir / "model.pt", tmp_path)
+    assert weights.kind == "weights" and "model.pt" in weights.describe()
+
+
+def test_in_a_clone_the_published_files_are_the_repositorys(tmp_path):
+    assert published.clone_results() == RESULTS
+    choice = published.choose_model(tmp_path / "no-run", None, tmp_path / "data")
+    assert choice.path == RESULTS / published.PUBLISHED_WEIGHTS and not (tmp_path / "data").exists()
+
+
+def test_the_download_address_is_the_repository_and_branch_of_config_yml(monkeypatch):
+    monkeypatch.delenv(published.URL_VARIABLE, raising=False)
+    repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    assert (repository["url"], repository["branch"]) == (published.REPOSITORY, published.BRANCH)
+    owner_repo = repository["url"].removeprefix("https://github.com/")
+    assert published.results_url() == (
+        f"https://raw.githubusercontent.com/{owner_repo}/{repository['branch']}/book/results/")
