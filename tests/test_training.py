@@ -109,3 +109,32 @@ def test_config_round_trips_through_a_dict():
     with pytest.raises(UsageError, match="unknown config option"):
         Config.from_dict({"epochz": 3})
     assert {f.name for f in fields(Config)} == set(config.to_dict())
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_the_multi_tensor_optimizer_step_leaves_the_weights_bit_for_bit_the_same(name):
+    """build_optimizer's foreach step against torch's per-parameter loop: the same arithmetic, so equal weights."""
+    from erav1.models import get_model
+    from erav1.utils.policies import build_optimizer, parameter_groups
+
+    def train(foreach: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = get_model("resnet18", num_classes=10)
+        if foreach:
+            optimizer = build_optimizer(name, model, lr=0.1)
+        else:
+            per_parameter = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+            extra = {"momentum": 0.9, "nesterov": True} if name == "sgd" else {}
+            optimizer = per_parameter(parameter_groups(model, 5e-4, True), lr=0.1, foreach=False, **extra)
+        assert optimizer.defaults["foreach"] is foreach
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(2):  # the second step also uses the momentum (Adam: moment) buffers
+            x, y = torch.randn(4, 3, 32, 32, generator=generator), torch.randint(0, 10, (4,), generator=generator)
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return model.state_dict()
+
+    multi, loop = train(foreach=True), train(foreach=False)
+    unequal = [k for k in loop if not torch.equal(multi[k], loop[k])]
+    assert not unequal, f"{len(unequal)} tensors differ, e.g. {unequal[:3]}"
