@@ -25,6 +25,7 @@ whole ``fit`` of 20 epochs), and last ``ratio: X.XX`` (erav1 over baseline).
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
 import sys
@@ -165,6 +166,7 @@ def main() -> None:
     loader = DataLoader(PILDataset(data.train, transform), batch_size=args.batch_size, shuffle=True,
                         num_workers=args.workers, pin_memory=runtime.device.type == "cuda")
 
+    load_before = os.getloadavg()  # other work on the machine slows both loops; the JSON says how much there was
     rounds: dict[str, list[float]] = {"erav1": [], "baseline": []}
     for r in range(args.rounds):
         rounds["erav1"].append(erav1_round())
@@ -198,6 +200,7 @@ def main() -> None:
             "command": shlex.join(["python", "scripts/bench_train.py", *sys.argv[1:]]),
             "environment": environment_info(runtime.device, runtime.precision),
             "cpu_fast_bf16": cpu_has_fast_bf16(),
+            "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
             "settings": {"batch_size": args.batch_size, "images_per_round": args.images, "rounds": args.rounds,
                          "warmup_batches": WARMUP_BATCHES, "baseline_workers": args.workers,
                          "data": Path(args.data).name + (f" ({data.contents})" if data.contents else "")},
