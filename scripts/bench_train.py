@@ -16,6 +16,7 @@ before every timer is read.
     python scripts/bench_train.py --data ../shared/data/cifar10-jpeg.zip --json book/results/bench/cpu-NAME.json
     python scripts/bench_train.py --device cuda --full-run --json book/results/bench/gpu-NAME.json
     python scripts/bench_train.py --refresh-readme     # README's table from book/results/bench/*.json
+    python scripts/bench_train.py --profile --rounds 1 # where erav1's step spends its time (torch.profiler)
 
 It prints each round, the medians, erav1's 20-epoch time (estimated from the
 measured training and evaluation throughput; ``--full-run`` also measures a
@@ -38,6 +39,7 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader, Dataset
 
 from erav1.main import Config, fit, train_one_epoch
@@ -117,7 +119,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=BASELINE_BATCH_SIZE,
                         help="batch size of both loops (default: kuangliu's, %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="the baseline's DataLoader workers (kuangliu: 2)")
+    parser.add_argument("--threads", type=int, help="CPU math threads of both loops (default: torch's, all cores)")
     parser.add_argument("--full-run", action="store_true", help="also time a whole 20-epoch fit on all the data")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler's table of where one round of erav1's loop spends its time")
     parser.add_argument("--json", type=Path, help="write the results to this file")
     parser.add_argument("--refresh-readme", action="store_true",
                         help=f"only rewrite README's table from {BENCH_DIR}/*.json, then exit")
@@ -131,6 +136,8 @@ def main() -> None:
         print(f"README.md {'updated' if changed else 'already up to date'} from {BENCH_DIR}/")
         return
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     runtime = Runtime.create(args.device, args.precision, channels_last=True)
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as fit() does, and kuangliu's main.py
@@ -173,6 +180,13 @@ def main() -> None:
         print(f"round {r + 1}: erav1    {rounds['erav1'][-1]:8.1f} img/s", flush=True)
         rounds["baseline"].append(baseline_round(model_b, opt_b, loader, runtime))
         print(f"round {r + 1}: baseline {rounds['baseline'][-1]:8.1f} img/s", flush=True)
+
+    if args.profile:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if runtime.device.type == "cuda" else [])
+        with profile(activities=activities) as profiled:
+            erav1_round()
+        sort_by = "self_cuda_time_total" if runtime.device.type == "cuda" else "self_cpu_time_total"
+        print(profiled.key_averages().table(sort_by=sort_by, row_limit=15), flush=True)
 
     test_set = data.test.to(runtime.device)
     predict(model_a, test_set, runtime, recipe.eval_batch_size)  # warm-up

@@ -1,7 +1,8 @@
-"""One run on several processes: real ``torchrun --nproc_per_node=2 -m erav1 train`` on the CPU (gloo).
+"""One run on several processes: real ``torchrun --nproc_per_node=2 -m erav1 train``, on the CPU (gloo).
 
 Every run here is a real subprocess on real CIFAR-10 images, fp32 on the CPU, with one math thread per
-process, as small as the checks allow (a few hundred images, at most three epochs).
+process, as small as the checks allow (a few hundred images, at most three epochs). Where two GPUs are
+visible, the comparison of one and two processes also runs on them (nccl).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ ERAV1 = [sys.executable, "-m", "erav1"]
 
 
 def train_argv(launcher: list[str], data: Path, cache_dir: Path, run_dir: Path, *extra: str, **options) -> list[str]:
-    """``LAUNCHER -m erav1 train`` on real images, fp32 on the CPU, without a progress bar."""
+    """``LAUNCHER -m erav1 train`` on real images, fp32 (on the CPU unless ``device`` says otherwise), no progress bar."""
     values = dict(data=data, data_dir=cache_dir, device="cpu", precision="fp32", run_dir=run_dir) | options
     flags = [item for k, v in values.items() for item in (f"--{k.replace('_', '-')}", str(v))]
     return [*launcher, "train", *flags, "--no-progress", *extra]
@@ -62,10 +63,13 @@ def parameters(run_dir: Path) -> torch.Tensor:
 SAME_RUN = dict(subset=101, epochs=1, batch_size=64, lr=0.05)
 
 
-@pytest.fixture(scope="module")
-def runs(cifar_zip, tmp_path_factory) -> dict[str, tuple[Path, str]]:
+TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="two processes on CUDA need two GPUs (nccl)")
+
+
+@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=TWO_GPUS)])
+def runs(request, cifar_zip, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     """Four runs of SAME_RUN, each its run directory and output: one process (twice, in two memory formats),
-    two processes with and without synchronised BatchNorm."""
+    two processes with and without synchronised BatchNorm. On the CPU through gloo, on two GPUs through nccl."""
     root, cache = tmp_path_factory.mktemp("same-run"), tmp_path_factory.mktemp("cache")
     variants = {
         "one": (ERAV1, ()),
@@ -76,7 +80,8 @@ def runs(cifar_zip, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     done = {}
     for name, (launcher, extra) in variants.items():
         run_dir = root / name.replace(" ", "_").replace(",", "")
-        done[name] = run_dir, run_ok(train_argv(launcher, cifar_zip, cache, run_dir, *extra, **SAME_RUN))
+        options = SAME_RUN | {"device": request.param}
+        done[name] = run_dir, run_ok(train_argv(launcher, cifar_zip, cache, run_dir, *extra, **options))
     return done
 
 
@@ -128,8 +133,8 @@ def test_two_processes_report_the_accuracy_of_every_test_image(name, runs, cifar
     model.load_state_dict(torch.load(run_dir / rundir.WEIGHTS, weights_only=True))
     config = json.loads((run_dir / rundir.CONFIG).read_text())
     test_set = load_data(str(cifar_zip), config["data_dir"], subset=SAME_RUN["subset"], verbose=False).test
-    scores = evaluate(model, test_set, Runtime.create("cpu", "fp32"), config["eval_batch_size"],
-                      config["label_smoothing"])
+    runtime = Runtime.create(config["device"], "fp32")
+    scores = evaluate(runtime.prepare(model), test_set, runtime, config["eval_batch_size"], config["label_smoothing"])
     assert history[-1]["test_acc"] == scores["acc"]
     assert history[-1]["test_loss"] == pytest.approx(scores["loss"], rel=1e-5)  # batches of 51/50 against 101
 
@@ -141,7 +146,7 @@ def test_rank_0_alone_writes_files_and_prints(runs):
     assert json.loads((run_dir / rundir.ENVIRONMENT).read_text())["processes"] == 2
     for line in ("training resnet18 on 101 images", "epoch   1/1", "done: final test accuracy"):
         assert output.count(line) == 1, f"{line!r} printed {output.count(line)} times:\n{output}"
-    assert "2 x cpu (torchrun)" in output
+    assert re.search(r"2 x (cpu|cuda) \(torchrun\)", output)
 
 
 # --- faults under torchrun ---------------------------------------------------------------------------------
@@ -236,7 +241,7 @@ def test_shards_cover_a_batch_once_and_scale_to_its_mean(world_size, batch):
 def test_torchrun_environment_is_read_and_a_broken_one_refused():
     assert Distributed.from_env({}) == Distributed(0, 1, 0)
     assert Distributed.from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Distributed(3, 4, 1)
-    with pytest.raises(UsageError, match="incomplete torchrun environment.*torchrun --nproc_per_node=N"):
+    with pytest.raises(UsageError, match="incomplete torchrun environment.*torchrun --standalone --nproc_per_node=N"):
         Distributed.from_env({"WORLD_SIZE": "2"})
     with pytest.raises(UsageError, match="at least 2 for the last batch"):
         Distributed(0, 2).check_batches(batch_size=64, train_size=129)  # the last batch holds one image

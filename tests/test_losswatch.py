@@ -45,3 +45,16 @@ def test_the_first_bad_step_and_its_lr_are_named_however_late_the_loss_is_read(l
 def test_a_bad_last_step_is_caught_before_the_epoch_ends():
     with pytest.raises(NonFiniteLossError, match="became nan at epoch 1, step 3"):
         feed(LossWatch(1, CPU, every=10, lagged=True), [1.0, 1.0, math.nan])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the non-blocking copy and its event exist on CUDA only")
+def test_on_cuda_the_losses_reach_the_host_without_a_sync_and_the_first_bad_step_is_named():
+    cuda = torch.device("cuda")
+    watch = LossWatch(3, cuda, every=2)
+    assert watch.lagged
+    losses = [1.0, 2.0, 3.0, math.nan, math.nan, math.nan, math.nan]
+    with pytest.raises(NonFiniteLossError, match=r"became nan at epoch 3, step 4 \(lr 0.4\)"):
+        for step, loss in enumerate(losses, start=1):
+            mean = watch.add(step, torch.tensor(loss * 4, device=cuda), 4, 0.1 * step, last=step == len(losses))
+            if step == 4:  # steps 1-2 read at this check, one check late
+                assert mean == 1.5 and watch._in_flight.loss_sums.is_pinned()

@@ -58,10 +58,11 @@ def bench_table(results: list[tuple[str, dict[str, Any]]]) -> str:
             f"{r['ratio']:.2f}",
             _minutes(full["estimated_s"]),
             _minutes(full.get("measured_s")),
+            "{before:.1f} / {after:.1f}".format(**r["load_average_1min"]),
             f"[{name}]({BENCH_DIR.as_posix()}/{name})",
         ])
     header = ["machine", "erav1 device, precision", "batch", "erav1 img/s", "kuangliu img/s", "ratio",
-              "20 epochs (estimated)", "20 epochs (measured)", "file"]
+              "erav1 20 epochs (estimated)", "(measured)", "load before / after", "file"]
     return markdown_table(header, rows)
 
 

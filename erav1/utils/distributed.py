@@ -1,4 +1,4 @@
-"""One run on several devices: ``torchrun --nproc_per_node=N -m erav1 train ...``.
+"""One run on several devices: ``torchrun --standalone --nproc_per_node=N -m erav1 train ...``.
 
 torchrun starts one process per device and tells each its place through the
 environment (RANK, WORLD_SIZE, LOCAL_RANK).  :class:`Distributed` reads that
@@ -47,7 +47,7 @@ class Distributed:
         except (KeyError, ValueError):
             shown = ", ".join(f"{name}={environ.get(name)!r}" for name in TORCHRUN_VARS)
             raise UsageError(f"incomplete torchrun environment ({shown}); launch with "
-                             "'torchrun --nproc_per_node=N -m erav1 train ...'") from None
+                             "'torchrun --standalone --nproc_per_node=N -m erav1 train ...'") from None
         return cls(rank, world_size, local_rank)
 
     @property
