@@ -33,7 +33,7 @@ ERAV1 = [sys.executable, "-m", "erav1"]
 
 
 def train_argv(launcher: list[str], data: Path, cache_dir: Path, run_dir: Path, *extra: str, **options) -> list[str]:
-    """``LAUNCHER -m erav1 train`` on real images, fp32 (on the CPU unless ``device`` says otherwise), no progress bar."""
+    """``LAUNCHER -m erav1 train`` on real images, fp32, on the CPU unless ``device`` says otherwise."""
     values = dict(data=data, data_dir=cache_dir, device="cpu", precision="fp32", run_dir=run_dir) | options
     flags = [item for k, v in values.items() for item in (f"--{k.replace('_', '-')}", str(v))]
     return [*launcher, "train", *flags, "--no-progress", *extra]

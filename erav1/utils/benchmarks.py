@@ -50,7 +50,7 @@ def bench_table(results: list[tuple[str, dict[str, Any]]]) -> str:
     for name, r in results:
         env, settings, full = r["environment"], r["settings"], r["full_run"]
         rows.append([
-            env.get("gpu") or f"{env['cpu']} ({env['cpu_threads']} threads)",
+            env.get("gpu") or f"{env['cpu']} ({env['cpu_threads']} thread{'s' * (env['cpu_threads'] != 1)})",
             f"{env['device']}, {env['precision']}",
             settings["batch_size"],
             f"{r['erav1']['images_per_s']:.1f}",
