@@ -363,6 +363,12 @@ def _format_epoch(record: dict[str, float], epochs: int, eval_name: str) -> str:
     )
 
 
+def _saved(saved_epochs: int, epochs: int, run_dir: Path, dist: Distributed) -> str:
+    """What a stopped run keeps, and the command that continues it."""
+    return (f"{saved_epochs} of {epochs} epochs are saved in {run_dir / rundir.CHECKPOINT}. "
+            f"Resume with: {_resume_command(run_dir, dist.launcher())}")
+
+
 def _silent(*args: Any, **kwargs: Any) -> None:
     """``print`` for every process but rank 0: one run prints once, however many processes it has."""
 
@@ -479,11 +485,11 @@ def _train(config: Config, run_dir: Path, checkpoint: dict[str, Any] | None, run
     except NonFiniteLossError as exc:
         raise _diverged(str(exc), runtime.precision, run_dir, len(history)) from None
     except KeyboardInterrupt:
-        say(
-            f"\ninterrupted: {len(history)} of {config.epochs} epochs are saved in {run_dir / rundir.CHECKPOINT}. "
-            f"Resume with: {_resume_command(run_dir, dist.launcher())}",
-            flush=True,
-        )
+        say(f"\ninterrupted: {_saved(len(history), config.epochs, run_dir, dist)}", flush=True)
+        raise
+    except Exception:
+        if dist.enabled:  # most often another process died (killed, out of memory): say what is kept
+            say(f"\nstopped: {_saved(len(history), config.epochs, run_dir, dist)}", flush=True)
         raise
     finally:
         if logger is not None:

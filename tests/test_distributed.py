@@ -187,7 +187,10 @@ def test_a_killed_rank_and_ctrl_c_keep_last_pt_whole_and_resume_finishes_the_run
     assert first.finish() != 0
     assert saved_epochs(run_dir) == 1  # loads with weights_only=True: whole
     resume = f"torchrun --standalone --nproc_per_node=2 -m erav1 train --resume {run_dir}"
-    assert f"interrupted: 1 of 3 epochs are saved in {run_dir / 'last.pt'}. Resume with: {resume}" in first.output
+    # rank 0 hears of it from torchrun, which stops it like Ctrl-C, or as an error from its next collective
+    assert re.search(r"(interrupted|stopped): "
+                     + re.escape(f"1 of 3 epochs are saved in {run_dir / 'last.pt'}. Resume with: {resume}"),
+                     first.output), first.output[-3000:]
 
     second = LiveRun([*TORCHRUN, "train", "--resume", str(run_dir), "--no-progress"], start_new_session=True)
     second.wait_until(epoch_line(2))
