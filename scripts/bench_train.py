@@ -101,8 +101,15 @@ def baseline_round(model, optimizer, loader, runtime: Runtime) -> float:
 def measure_full_run(args: argparse.Namespace) -> float:
     """Wall time of a whole ``fit``: data loading, 20 epochs of training and evaluation, checkpoints."""
     with tempfile.TemporaryDirectory(prefix="erav1-bench-") as run_dir:
-        config = Config(data=args.data, data_dir=args.data_dir, batch_size=args.batch_size, device=args.device,
-                        precision=args.precision, epochs=EPOCHS, run_dir=run_dir)
+        config = Config(
+            data=args.data,
+            data_dir=args.data_dir,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            epochs=EPOCHS,
+            run_dir=run_dir,
+        )
         start = time.perf_counter()
         fit(config, progress=False)
         return time.perf_counter() - start
@@ -116,16 +123,24 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="erav1's precision (default: auto)")
     parser.add_argument("--images", type=int, default=2560, help="timed training images per round and loop")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=BASELINE_BATCH_SIZE,
-                        help="batch size of both loops (default: kuangliu's, %(default)s)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=BASELINE_BATCH_SIZE,
+        help="batch size of both loops (default: kuangliu's, %(default)s)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="the baseline's DataLoader workers (kuangliu: 2)")
     parser.add_argument("--threads", type=int, help="CPU math threads of both loops (default: torch's, all cores)")
     parser.add_argument("--full-run", action="store_true", help="also time a whole 20-epoch fit on all the data")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print torch.profiler's table of where one round of erav1's loop spends its time")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print torch.profiler's table of where one round of erav1's loop spends its time",
+    )
     parser.add_argument("--json", type=Path, help="write the results to this file")
-    parser.add_argument("--refresh-readme", action="store_true",
-                        help=f"only rewrite README's table from {BENCH_DIR}/*.json, then exit")
+    parser.add_argument(
+        "--refresh-readme", action="store_true", help=f"only rewrite README's table from {BENCH_DIR}/*.json, then exit"
+    )
     return parser.parse_args()
 
 
@@ -144,14 +159,16 @@ def main() -> None:
     recipe = Config(batch_size=args.batch_size)
     warmup = WARMUP_BATCHES * args.batch_size
     data = load_data(args.data, args.data_dir, subset=args.images + warmup)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {runtime.device}: erav1 "
-          f"{runtime.precision} channels_last, baseline fp32 NCHW, both at batch {args.batch_size}", flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {runtime.device}: erav1 "
+        f"{runtime.precision} channels_last, baseline fp32 NCHW, both at batch {args.batch_size}",
+        flush=True,
+    )
 
     # erav1: the real train_one_epoch, data in device memory; a constant lr (the schedule costs nothing).
     torch.manual_seed(0)
     model_a = runtime.prepare(ResNet18())
-    opt_a = build_optimizer(recipe.optimizer, model_a, recipe.lr, recipe.weight_decay, recipe.momentum,
-                            recipe.nesterov)
+    opt_a = build_optimizer(recipe.optimizer, model_a, recipe.lr, recipe.weight_decay, recipe.momentum, recipe.nesterov)
     sched_a = build_scheduler("none", opt_a, 1, 1)
     generator = torch.Generator(device=runtime.device).manual_seed(0)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
@@ -159,8 +176,16 @@ def main() -> None:
     warm_set, timed_set = train_set.take(torch.arange(warmup)), train_set.take(torch.arange(warmup, len(train_set)))
 
     def erav1_round() -> float:
-        common = (opt_a, sched_a, criterion, runtime, runtime.grad_scaler(), recipe.augmentation, generator,
-                  args.batch_size)
+        common = (
+            opt_a,
+            sched_a,
+            criterion,
+            runtime,
+            runtime.grad_scaler(),
+            recipe.augmentation,
+            generator,
+            args.batch_size,
+        )
         train_one_epoch(model_a, warm_set, *common, epoch=0, progress=False)
         return train_one_epoch(model_a, timed_set, *common, epoch=0, progress=False)["images_per_s"]
 
@@ -168,10 +193,16 @@ def main() -> None:
     torch.manual_seed(0)
     model_b = ResNet18().to(runtime.device)
     opt_b = torch.optim.SGD(model_b.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                           T.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
-    loader = DataLoader(PILDataset(data.train, transform), batch_size=args.batch_size, shuffle=True,
-                        num_workers=args.workers, pin_memory=runtime.device.type == "cuda")
+    transform = T.Compose(
+        [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD)]
+    )
+    loader = DataLoader(
+        PILDataset(data.train, transform),
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        pin_memory=runtime.device.type == "cuda",
+    )
 
     load_before = os.getloadavg()  # other work on the machine slows both loops; the JSON says how much there was
     rounds: dict[str, list[float]] = {"erav1": [], "baseline": []}
@@ -197,10 +228,15 @@ def main() -> None:
     erav1_rate, baseline_rate = (statistics.median(rounds[k]) for k in ("erav1", "baseline"))
     estimated = EPOCHS * (TRAIN_IMAGES / erav1_rate + TEST_IMAGES / eval_rate)
     for name, rate in (("erav1", erav1_rate), ("baseline", baseline_rate)):
-        print(f"{name:8s}: {rate:8.1f} img/s -> {EPOCHS} epochs x {TRAIN_IMAGES:,} images: "
-              f"{EPOCHS * TRAIN_IMAGES / rate / 60:6.1f} min of training")
-    print(f"erav1 eval: {eval_rate:.0f} img/s; {EPOCHS} epochs with a test pass each, estimated: "
-          f"{estimated / 60:.1f} min", flush=True)
+        print(
+            f"{name:8s}: {rate:8.1f} img/s -> {EPOCHS} epochs x {TRAIN_IMAGES:,} images: "
+            f"{EPOCHS * TRAIN_IMAGES / rate / 60:6.1f} min of training"
+        )
+    print(
+        f"erav1 eval: {eval_rate:.0f} img/s; {EPOCHS} epochs with a test pass each, estimated: "
+        f"{estimated / 60:.1f} min",
+        flush=True,
+    )
     measured = measure_full_run(args) if args.full_run else None
     if measured is not None:
         print(f"erav1 {EPOCHS}-epoch fit, measured end to end: {measured:.1f} s")
@@ -208,22 +244,35 @@ def main() -> None:
     print(f"ratio: {ratio:.2f}")
 
     if args.json:
-        atomic_write_json({
-            "format": BENCH_FORMAT,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": shlex.join(["python", "scripts/bench_train.py", *sys.argv[1:]]),
-            "environment": environment_info(runtime.device, runtime.precision),
-            "cpu_fast_bf16": cpu_has_fast_bf16(),
-            "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
-            "settings": {"batch_size": args.batch_size, "images_per_round": args.images, "rounds": args.rounds,
-                         "warmup_batches": WARMUP_BATCHES, "baseline_workers": args.workers,
-                         "data": Path(args.data).name + (f" ({data.contents})" if data.contents else "")},
-            "erav1": {"images_per_s": erav1_rate, "rounds": rounds["erav1"], "eval_images_per_s": eval_rate},
-            "baseline": {"images_per_s": baseline_rate, "rounds": rounds["baseline"]},
-            "ratio": ratio,
-            "full_run": {"epochs": EPOCHS, "train_images": TRAIN_IMAGES, "test_images": TEST_IMAGES,
-                         "estimated_s": estimated, "measured_s": measured},
-        }, args.json)
+        atomic_write_json(
+            {
+                "format": BENCH_FORMAT,
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "command": shlex.join(["python", "scripts/bench_train.py", *sys.argv[1:]]),
+                "environment": environment_info(runtime.device, runtime.precision),
+                "cpu_fast_bf16": cpu_has_fast_bf16(),
+                "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
+                "settings": {
+                    "batch_size": args.batch_size,
+                    "images_per_round": args.images,
+                    "rounds": args.rounds,
+                    "warmup_batches": WARMUP_BATCHES,
+                    "baseline_workers": args.workers,
+                    "data": Path(args.data).name + (f" ({data.contents})" if data.contents else ""),
+                },
+                "erav1": {"images_per_s": erav1_rate, "rounds": rounds["erav1"], "eval_images_per_s": eval_rate},
+                "baseline": {"images_per_s": baseline_rate, "rounds": rounds["baseline"]},
+                "ratio": ratio,
+                "full_run": {
+                    "epochs": EPOCHS,
+                    "train_images": TRAIN_IMAGES,
+                    "test_images": TEST_IMAGES,
+                    "estimated_s": estimated,
+                    "measured_s": measured,
+                },
+            },
+            args.json,
+        )
         print(f"wrote {args.json}; 'python scripts/bench_train.py --refresh-readme' puts it into README's table")
 
 

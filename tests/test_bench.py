@@ -26,10 +26,28 @@ def test_readme_speed_table_is_generated_from_the_committed_benchmarks():
 def test_bench_script_measures_both_loops_and_writes_its_json(cifar_zip, cache_dir, tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_train.py"), "--data", str(cifar_zip), "--data-dir",
-         str(cache_dir), "--device", "cpu", "--images", "32", "--batch-size", "16", "--rounds", "1", "--json",
-         str(out)],
-        capture_output=True, text=True, timeout=600, env=cli_env(),
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench_train.py"),
+            "--data",
+            str(cifar_zip),
+            "--data-dir",
+            str(cache_dir),
+            "--device",
+            "cpu",
+            "--images",
+            "32",
+            "--batch-size",
+            "16",
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=cli_env(),
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     bench = json.loads(out.read_text())

@@ -188,9 +188,11 @@ def test_a_killed_rank_and_ctrl_c_keep_last_pt_whole_and_resume_finishes_the_run
     assert saved_epochs(run_dir) == 1  # loads with weights_only=True: whole
     resume = f"torchrun --standalone --nproc_per_node=2 -m erav1 train --resume {run_dir}"
     # rank 0 hears of it from torchrun, which stops it like Ctrl-C, or as an error from its next collective
-    assert re.search(r"(interrupted|stopped): "
-                     + re.escape(f"1 of 3 epochs are saved in {run_dir / 'last.pt'}. Resume with: {resume}"),
-                     first.output), first.output[-3000:]
+    assert re.search(
+        r"(interrupted|stopped): "
+        + re.escape(f"1 of 3 epochs are saved in {run_dir / 'last.pt'}. Resume with: {resume}"),
+        first.output,
+    ), first.output[-3000:]
 
     second = LiveRun([*TORCHRUN, "train", "--resume", str(run_dir), "--no-progress"], start_new_session=True)
     second.wait_until(epoch_line(2))
@@ -206,8 +208,19 @@ def test_a_killed_rank_and_ctrl_c_keep_last_pt_whole_and_resume_finishes_the_run
 
 
 def test_a_diverging_run_stops_every_process_and_says_so_once(cifar_zip, tmp_path):
-    result = run(train_argv(TORCHRUN, cifar_zip, tmp_path / "cache", tmp_path / "run", subset=64, epochs=1,
-                            batch_size=16, lr=1e6, scheduler="none"))
+    result = run(
+        train_argv(
+            TORCHRUN,
+            cifar_zip,
+            tmp_path / "cache",
+            tmp_path / "run",
+            subset=64,
+            epochs=1,
+            batch_size=16,
+            lr=1e6,
+            scheduler="none",
+        )
+    )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("erav1: error: ")]
     assert len(errors) == 1, result.stderr[-3000:]
@@ -216,11 +229,14 @@ def test_a_diverging_run_stops_every_process_and_says_so_once(cifar_zip, tmp_pat
 
 
 def test_a_batch_that_does_not_split_is_refused_once(cifar_zip, tmp_path):
-    result = run(train_argv(TORCHRUN, cifar_zip, tmp_path / "cache", tmp_path / "run", subset=64, epochs=1,
-                            batch_size=33))
+    result = run(
+        train_argv(TORCHRUN, cifar_zip, tmp_path / "cache", tmp_path / "run", subset=64, epochs=1, batch_size=33)
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("erav1: error: ")]
-    assert errors == ["erav1: error: --batch-size 33 is the global batch and must split evenly among the 2 "
-                      "processes torchrun started; use a multiple of 2, such as 32 or 34"], result.stderr[-3000:]
+    assert errors == [
+        "erav1: error: --batch-size 33 is the global batch and must split evenly among the 2 "
+        "processes torchrun started; use a multiple of 2, such as 32 or 34"
+    ], result.stderr[-3000:]
 
 
 # --- the pieces, in one process ------------------------------------------------------------------------------

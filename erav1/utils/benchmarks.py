@@ -49,20 +49,32 @@ def bench_table(results: list[tuple[str, dict[str, Any]]]) -> str:
     rows = []
     for name, r in results:
         env, settings, full = r["environment"], r["settings"], r["full_run"]
-        rows.append([
-            env.get("gpu") or f"{env['cpu']} ({env['cpu_threads']} thread{'s' * (env['cpu_threads'] != 1)})",
-            f"{env['device']}, {env['precision']}",
-            settings["batch_size"],
-            f"{r['erav1']['images_per_s']:.1f}",
-            f"{r['baseline']['images_per_s']:.1f}",
-            f"{r['ratio']:.2f}",
-            _minutes(full["estimated_s"]),
-            _minutes(full.get("measured_s")),
-            "{before:.1f} / {after:.1f}".format(**r["load_average_1min"]),
-            f"[{name}]({BENCH_DIR.as_posix()}/{name})",
-        ])
-    header = ["machine", "erav1 device, precision", "batch", "erav1 img/s", "kuangliu img/s", "ratio",
-              "erav1 20 epochs (estimated)", "(measured)", "load before / after", "file"]
+        rows.append(
+            [
+                env.get("gpu") or f"{env['cpu']} ({env['cpu_threads']} thread{'s' * (env['cpu_threads'] != 1)})",
+                f"{env['device']}, {env['precision']}",
+                settings["batch_size"],
+                f"{r['erav1']['images_per_s']:.1f}",
+                f"{r['baseline']['images_per_s']:.1f}",
+                f"{r['ratio']:.2f}",
+                _minutes(full["estimated_s"]),
+                _minutes(full.get("measured_s")),
+                "{before:.1f} / {after:.1f}".format(**r["load_average_1min"]),
+                f"[{name}]({BENCH_DIR.as_posix()}/{name})",
+            ]
+        )
+    header = [
+        "machine",
+        "erav1 device, precision",
+        "batch",
+        "erav1 img/s",
+        "kuangliu img/s",
+        "ratio",
+        "erav1 20 epochs (estimated)",
+        "(measured)",
+        "load before / after",
+        "file",
+    ]
     return markdown_table(header, rows)
 
 

@@ -46,8 +46,10 @@ class Distributed:
             rank, world_size, local_rank = (int(environ[name]) for name in TORCHRUN_VARS)
         except (KeyError, ValueError):
             shown = ", ".join(f"{name}={environ.get(name)!r}" for name in TORCHRUN_VARS)
-            raise UsageError(f"incomplete torchrun environment ({shown}); launch with "
-                             "'torchrun --standalone --nproc_per_node=N -m erav1 train ...'") from None
+            raise UsageError(
+                f"incomplete torchrun environment ({shown}); launch with "
+                "'torchrun --standalone --nproc_per_node=N -m erav1 train ...'"
+            ) from None
         return cls(rank, world_size, local_rank)
 
     @property
@@ -97,8 +99,10 @@ class Distributed:
             torch.cuda.set_device(self.local_rank)
             return torch.device("cuda", self.local_rank)
         if device.type != "cpu":
-            raise UsageError(f"torchrun runs on CUDA GPUs (nccl) or the CPU (gloo), not on {device.type}; "
-                             "use --device cuda or --device cpu")
+            raise UsageError(
+                f"torchrun runs on CUDA GPUs (nccl) or the CPU (gloo), not on {device.type}; "
+                "use --device cuda or --device cpu"
+            )
         return device
 
     def start(self, device: torch.device) -> None:

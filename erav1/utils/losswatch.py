@@ -39,8 +39,14 @@ class _Window:
 class LossWatch:
     """The training losses of one epoch, checked for NaN and inf a window at a time."""
 
-    def __init__(self, epoch: int, device: torch.device, dist: Distributed = SINGLE_PROCESS,
-                 every: int = NAN_CHECK_EVERY, lagged: bool | None = None) -> None:
+    def __init__(
+        self,
+        epoch: int,
+        device: torch.device,
+        dist: Distributed = SINGLE_PROCESS,
+        every: int = NAN_CHECK_EVERY,
+        lagged: bool | None = None,
+    ) -> None:
         """``lagged``: read each window one check late (default: on CUDA, where reading at once would stall)."""
         self.epoch, self.device, self.dist, self.every = epoch, device, dist, every
         self.lagged = device.type == "cuda" if lagged is None else lagged

@@ -57,8 +57,9 @@ def convert_to_all_reduce_batchnorm(module: nn.Module) -> nn.Module:
     parameters and buffers, so the optimizer and checkpoints keep working on them (as torch's
     ``SyncBatchNorm.convert_sync_batchnorm`` does)."""
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, AllReduceBatchNorm2d):
-        replacement = AllReduceBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
-                                           module.track_running_stats, device="meta")
+        replacement = AllReduceBatchNorm2d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats, device="meta"
+        )
         for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
             setattr(replacement, name, tensor)
         return replacement.train(module.training)
