@@ -8,6 +8,7 @@ fix print one line and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import typing
@@ -112,6 +113,11 @@ def _resume_config(args: argparse.Namespace) -> Config:
     return Config.from_dict(values)
 
 
+def _rank_zero() -> bool:
+    """Under torchrun every process ends the same way; rank 0 alone reports it."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def run_train(args: argparse.Namespace) -> int:
     from erav1.main import Config, fit
 
@@ -121,10 +127,11 @@ def run_train(args: argparse.Namespace) -> int:
         config = Config.from_dict({f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)})
     result = fit(config, progress=not args.no_progress)
     final = result.final
-    print(
-        f"done: final test accuracy {100 * final['test_acc']:.2f}% after {final['epoch']} epochs; "
-        f"files in {result.run_dir}"
-    )
+    if _rank_zero():
+        print(
+            f"done: final test accuracy {100 * final['test_acc']:.2f}% after {final['epoch']} epochs; "
+            f"files in {result.run_dir}"
+        )
     return 0
 
 
@@ -257,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except Erav1Error as exc:
-        print(f"erav1: error: {exc}", file=sys.stderr)
+        if _rank_zero():
+            print(f"erav1: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -11,8 +11,8 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,9 @@ from erav1.utils.checkpoint import (
     remove_partial_writes,
 )
 from erav1.utils.data import ImageSet, iter_batches, load_data
-from erav1.utils.evaluation import predict
+from erav1.utils.distributed import SINGLE_PROCESS, Distributed
+from erav1.utils.evaluation import Predictions, predict
+from erav1.utils.losswatch import LossWatch
 from erav1.utils.policies import (
     DEVICES,
     OPTIMIZERS,
@@ -47,8 +49,6 @@ from erav1.utils.policies import (
 from erav1.utils.tensorboard import TensorBoardLogger
 from erav1.utils.text import Markdown, markdown_table
 from erav1.utils.transforms import Augmentation, normalize
-
-NAN_CHECK_EVERY = 10  # steps between loss checks: each check waits for the device
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw: Any) -> Any:
@@ -81,6 +81,7 @@ class Config:
     precision: str = _opt("auto", "auto: bf16 where supported, fp16 on older GPUs, else fp32", PRECISIONS)
     channels_last: bool = _opt(True, "channels_last memory format")
     compile: bool = _opt(False, "torch.compile the model")
+    sync_bn: bool = _opt(False, "under torchrun: BatchNorm statistics over the global batch, not each process's share")
     data: str = _opt("cifar10", "'cifar10' (official, downloaded) or a path to an image folder or .zip")
     resize: bool = _opt(True, "resize image-folder images that are not 32x32 (--no-resize refuses them)")
     data_dir: str = _opt("~/.cache/erav1", "where the official dataset and decoded-image caches live")
@@ -150,17 +151,20 @@ class FitResult:
 
 
 def training_batches(
-    dataset: ImageSet, batch_size: int, augment: Augmentation, generator: torch.Generator, runtime: Runtime
+    dataset: ImageSet, batch_size: int, augment: Augmentation, generator: torch.Generator, runtime: Runtime,
+    dist: Distributed = SINGLE_PROCESS,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of model-ready ``(x, y)`` batches: a seeded shuffle, the augmentation, normalisation.
 
     Training and the LR range test (:mod:`erav1.utils.lr_finder`) both draw from it, so the
-    range test sees exactly the batches training would.
+    range test sees exactly the batches training would. Under torchrun each process augments the
+    whole global batch with the shared generator and keeps its own rows (:meth:`Distributed.shard`).
     """
     order = torch.randperm(len(dataset), generator=generator, device=generator.device)
     for idx in iter_batches(len(dataset), batch_size, order):
-        x = normalize(augment(dataset.images[idx], generator)).contiguous(memory_format=runtime.memory_format)
-        yield x, dataset.labels[idx]
+        images, labels = augment(dataset.images[idx], generator), dataset.labels[idx]
+        rows = dist.shard(len(labels))
+        yield normalize(images[rows]).contiguous(memory_format=runtime.memory_format), labels[rows]
 
 
 def train_one_epoch(
@@ -176,48 +180,49 @@ def train_one_epoch(
     batch_size: int,
     epoch: int,
     progress: bool = True,
+    dist: Distributed = SINGLE_PROCESS,
 ) -> dict[str, float]:
-    """One pass over ``dataset`` (already on the device) in a seeded random order."""
+    """One pass over ``dataset`` (already on the device) in a seeded random order.
+
+    Under torchrun every process draws the same order and augments the whole global batch with the
+    same generator, so the random draws stay those of a single-process run, then trains on its own
+    rows (:meth:`Distributed.shard`); DDP averages the gradients. No step waits for the device:
+    the loss is checked by a :class:`LossWatch`, and the totals are read once, at the end.
+    """
     model.train()
     n = len(dataset)
     loss_sum = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), dtype=torch.long, device=runtime.device)
-    recent: list[torch.Tensor] = []
-    recent_lrs: list[float] = []
+    watch = LossWatch(epoch, runtime.device, dist)
     bar = tqdm(total=n, desc=f"epoch {epoch}", unit="img", file=sys.stdout, leave=False,
                disable=not progress, mininterval=1.0, ascii=True)
     start = time.perf_counter()
-    for step, (x, y) in enumerate(training_batches(dataset, batch_size, augment, generator, runtime), start=1):
+    batches = training_batches(dataset, batch_size, augment, generator, runtime, dist)
+    for step, (x, y) in enumerate(batches, start=1):
+        global_batch = min(batch_size, n - (step - 1) * batch_size)  # every process's rows together
         with runtime.autocast():
             logits = model(x)
             loss = criterion(logits, y)
+        scale = dist.gradient_scale(len(y), global_batch)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(loss if scale == 1 else loss * scale).backward()
         scaler.step(optimizer)
         scaler.update()
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
 
-        loss = loss.detach()
-        loss_sum += loss * len(y)
+        step_loss = loss.detach() * len(y)
+        loss_sum += step_loss
         correct += (logits.argmax(1) == y).sum()
-        recent.append(loss)
-        recent_lrs.append(lr)
-        bar.update(len(y))
-        if step % NAN_CHECK_EVERY == 0 or step * batch_size >= n:
-            window = torch.stack(recent)
-            finite = torch.isfinite(window)
-            if not finite.all():
-                first = int((~finite).nonzero()[0])
-                raise NonFiniteLossError(
-                    f"the training loss became {window[first].item()} at epoch {epoch}, "
-                    f"step {step - len(recent) + 1 + first} (lr {recent_lrs[first]:.4g})"
-                )
-            bar.set_postfix(loss=f"{window.float().mean().item():.3f}", lr=f"{lr:.4f}", refresh=False)
-            recent.clear()
-            recent_lrs.clear()
+        mean = watch.add(step, step_loss, global_batch, lr, last=step * batch_size >= n)
+        bar.update(global_batch)
+        if mean is not None:
+            bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.4f}", refresh=False)
     bar.close()
+    runtime.synchronize()
     seconds = time.perf_counter() - start
+    dist.sum_(loss_sum)
+    dist.sum_(correct)
     return {
         "train_loss": loss_sum.item() / n,
         "train_acc": correct.item() / n,
@@ -228,15 +233,26 @@ def train_one_epoch(
 
 
 def evaluate(
-    model: nn.Module, dataset: ImageSet, runtime: Runtime, batch_size: int = 512, label_smoothing: float = 0.0
+    model: nn.Module, dataset: ImageSet, runtime: Runtime, batch_size: int = 512, label_smoothing: float = 0.0,
+    dist: Distributed = SINGLE_PROCESS,
 ) -> dict[str, float]:
-    """Loss and accuracy on a dataset: one batched pass, no augmentation."""
-    predictions = predict(model, dataset, runtime, batch_size)
+    """Loss and accuracy on a dataset: one batched pass, no augmentation.
+
+    Under torchrun each process scores its own share of the images, and the logits of all shares are
+    gathered, so every process reports the loss and accuracy over every image.
+    """
+    if not dist.enabled:
+        predictions = predict(model, dataset, runtime, batch_size)
+    else:
+        rows = dist.shard(len(dataset))
+        part = dataset.take(torch.arange(rows.start, rows.stop, device=dataset.labels.device))
+        logits = predict(model, part, runtime, batch_size).logits.to(runtime.device)
+        predictions = Predictions(dist.gather_rows(logits, len(dataset)).cpu(), dataset.labels.cpu())
     return {"loss": predictions.loss(label_smoothing), "acc": predictions.accuracy()}
 
 
-def _resume_command(run_dir: Path) -> str:
-    return f"erav1 train --resume {shlex.quote(str(run_dir))}"
+def _resume_command(run_dir: Path, launcher: str = "erav1") -> str:
+    return f"{launcher} train --resume {shlex.quote(str(run_dir))}"
 
 
 def _start_or_resume(config: Config, run_dir: Path) -> dict[str, Any] | None:
@@ -278,7 +294,7 @@ def _check_unchanged(config: Config, saved: dict[str, Any], source: Path) -> Non
         )
 
 
-def _finished_run(config: Config, run_dir: Path) -> FitResult | None:
+def _finished_run(config: Config, run_dir: Path, say: Callable[..., None] = print) -> FitResult | None:
     """A finished run, returned as it is: resuming it trains nothing and rewrites none of its files.
 
     Only config.json, history.json and model.pt are needed, so a run trained elsewhere (on a GPU, say)
@@ -293,7 +309,8 @@ def _finished_run(config: Config, run_dir: Path) -> FitResult | None:
         return None
     _check_unchanged(config, rundir.read_json(run_dir / rundir.CONFIG), run_dir / rundir.CONFIG)
     runtime = Runtime.create(config.device, config.precision, config.channels_last)
-    data = load_data(config.data, config.data_dir, config.subset, config.val_fraction, resize=config.resize)
+    data = load_data(config.data, config.data_dir, config.subset, config.val_fraction, resize=config.resize,
+                     verbose=say is print)
     checkpoint = run_dir / rundir.CHECKPOINT
     if checkpoint.is_file():  # it names the classes; model.pt alone only has their number
         _check_same_classes(load_training_checkpoint(checkpoint), checkpoint, data.classes, config.data)
@@ -301,11 +318,11 @@ def _finished_run(config: Config, run_dir: Path) -> FitResult | None:
     load_weights(model, load_checkpoint(weights), weights)
     environment = rundir.read_json(run_dir / rundir.ENVIRONMENT)
     where = environment.get("gpu") or environment.get("cpu") or environment.get("device")
-    print(f"{run_dir} has finished all {config.epochs} epochs, trained earlier on {where} "
-          f"({environment.get('precision')}): nothing to train (--overwrite trains it again). Its epochs:")
+    say(f"{run_dir} has finished all {config.epochs} epochs, trained earlier on {where} "
+        f"({environment.get('precision')}): nothing to train (--overwrite trains it again). Its epochs:")
     eval_name = "val" if "val_acc" in history[-1] else "test"
     for record in history:
-        print(_format_epoch(record, config.epochs, eval_name))
+        say(_format_epoch(record, config.epochs, eval_name))
     return FitResult(model, history, run_dir, data.classes)
 
 
@@ -368,21 +385,49 @@ def _optimizer_and_schedule(
     return optimizer, build_scheduler(config.scheduler, optimizer, epochs, steps_per_epoch, config.pct_start)
 
 
+def _saved(saved_epochs: int, epochs: int, run_dir: Path, dist: Distributed) -> str:
+    """What a stopped run keeps, and the command that continues it."""
+    return (f"{saved_epochs} of {epochs} epochs are saved in {run_dir / rundir.CHECKPOINT}. "
+            f"Resume with: {_resume_command(run_dir, dist.launcher())}")
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """``print`` for every process but rank 0: one run prints once, however many processes it has."""
+
+
 def fit(config: Config, progress: bool = True) -> FitResult:
-    """Train ``config.model`` for ``config.epochs``; write and return the run."""
+    """Train ``config.model`` for ``config.epochs``; write and return the run.
+
+    Under ``torchrun --nproc_per_node=N`` every process runs this function on its own device, as one
+    DistributedDataParallel run; rank 0 alone writes the run's files and prints.
+    """
+    dist = Distributed.from_env()
     run_dir = Path(config.run_dir).expanduser()
-    finished = _finished_run(config, run_dir)
+    finished = _finished_run(config, run_dir, print if dist.is_main else _silent)
     if finished is not None:
         return finished
     checkpoint = _start_or_resume(config, run_dir)
     runtime = Runtime.create(config.device, config.precision, config.channels_last)
+    runtime = replace(runtime, device=dist.place(runtime.device))
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    dist.start(runtime.device)
+    try:
+        return _train(config, run_dir, checkpoint, runtime, dist, progress)
+    finally:
+        dist.stop()
 
-    data = load_data(config.data, config.data_dir, config.subset, config.val_fraction, resize=config.resize)
+
+def _train(config: Config, run_dir: Path, checkpoint: dict[str, Any] | None, runtime: Runtime, dist: Distributed,
+           progress: bool) -> FitResult:
+    """The run itself, in one process of ``dist``: data, model, optimizer, then epoch after epoch."""
+    say = print if dist.is_main else _silent
+    data = load_data(config.data, config.data_dir, config.subset, config.val_fraction, resize=config.resize,
+                     verbose=dist.is_main)
+    dist.check_batches(config.batch_size, len(data.train))
     if checkpoint is not None:
         _check_same_classes(checkpoint, run_dir / rundir.CHECKPOINT, data.classes, config.data)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial weights in every process
     model = runtime.prepare(get_model(config.model, num_classes=len(data.classes)))
     steps_per_epoch = -(-len(data.train) // config.batch_size)
     optimizer, scheduler = _optimizer_and_schedule(config, model, config.epochs, steps_per_epoch)
@@ -393,23 +438,30 @@ def fit(config: Config, progress: bool = True) -> FitResult:
     history: list[dict[str, float]] = []  # the epochs saved in last.pt
     if checkpoint is not None:
         history = _restore(checkpoint, run_dir / rundir.CHECKPOINT, model, optimizer, scheduler, scaler, generator)
-        print(f"resuming {run_dir} after epoch {len(history)}/{config.epochs}")
+        say(f"resuming {run_dir} after epoch {len(history)}/{config.epochs}")
+    train_model = dist.wrap(model, runtime.device, config.sync_bn)
+    if config.compile:
+        train_model = torch.compile(train_model)
 
-    if config.overwrite:
-        rundir.clear_run(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    remove_partial_writes(run_dir, rundir.RUN_FILES)  # left by writes that a kill cut short
-    atomic_write_json(config.to_saved_dict(), run_dir / rundir.CONFIG)
-    atomic_write_json(rundir.environment_info(runtime.device, runtime.precision), run_dir / rundir.ENVIRONMENT)
-    atomic_write_json(history, run_dir / rundir.HISTORY)
+    dist.barrier()  # every process has read the run directory before rank 0 changes it
+    logger = None
+    if dist.is_main:
+        if config.overwrite:
+            rundir.clear_run(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_partial_writes(run_dir, rundir.RUN_FILES)  # left by writes that a kill cut short
+        atomic_write_json(config.to_saved_dict(), run_dir / rundir.CONFIG)
+        environment = rundir.environment_info(runtime.device, runtime.precision) | {"processes": dist.world_size}
+        atomic_write_json(environment, run_dir / rundir.ENVIRONMENT)
+        atomic_write_json(history, run_dir / rundir.HISTORY)
+        logger = TensorBoardLogger(run_dir / rundir.TENSORBOARD, start_epoch=len(history))
 
     train_set = data.train.to(runtime.device)
     eval_name, eval_set = data.eval_name, data.eval_set.to(runtime.device)
-    train_model = torch.compile(model) if config.compile else model
-    logger = TensorBoardLogger(run_dir / rundir.TENSORBOARD, start_epoch=len(history))
-    print(
+    on = f"{runtime.device}" if not dist.enabled else f"{dist.world_size} x {runtime.device.type} (torchrun)"
+    say(
         f"training {config.model} on {len(train_set)} images ({data.source}), scoring {eval_name} "
-        f"({len(eval_set)}) | {runtime.device}, {runtime.precision}, batch {config.batch_size}"
+        f"({len(eval_set)}) | {on}, {runtime.precision}, batch {config.batch_size}"
     )
     try:
         for epoch in range(len(history) + 1, config.epochs + 1):
@@ -417,47 +469,52 @@ def fit(config: Config, progress: bool = True) -> FitResult:
             record = {"epoch": epoch}
             record |= train_one_epoch(
                 train_model, train_set, optimizer, scheduler, criterion, runtime, scaler,
-                config.augmentation, generator, config.batch_size, epoch, progress,
+                config.augmentation, generator, config.batch_size, epoch, progress and dist.is_main, dist,
             )
-            scores = evaluate(model, eval_set, runtime, config.eval_batch_size, config.label_smoothing)
+            dist.sync_buffers(model)  # evaluate, in every process, the model that rank 0 saves
+            scores = evaluate(model, eval_set, runtime, config.eval_batch_size, config.label_smoothing, dist)
             record |= {f"{eval_name}_loss": scores["loss"], f"{eval_name}_acc": scores["acc"]}
             if epoch == config.epochs and data.val is not None:
-                final = evaluate(model, data.test, runtime, config.eval_batch_size, config.label_smoothing)
+                final = evaluate(model, data.test, runtime, config.eval_batch_size, config.label_smoothing, dist)
                 record |= {"test_loss": final["loss"], "test_acc": final["acc"]}
             _check_finite_scores(record, steps_per_epoch)
             record["seconds"] = time.perf_counter() - start
-            atomic_save(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "epoch": epoch,
-                    "config": config.to_saved_dict(),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
-                    "history": history + [record],
-                    "classes": data.classes,
-                },
-                run_dir / rundir.CHECKPOINT,
-            )
+            if dist.is_main:
+                atomic_save(
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "epoch": epoch,
+                        "config": config.to_saved_dict(),
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
+                        "history": history + [record],
+                        "classes": data.classes,
+                    },
+                    run_dir / rundir.CHECKPOINT,
+                )
             history.append(record)
-            atomic_write_json(history, run_dir / rundir.HISTORY)
-            logger.log_epoch(record)
-            print(_format_epoch(record, config.epochs, eval_name), flush=True)
+            if dist.is_main:
+                atomic_write_json(history, run_dir / rundir.HISTORY)
+                logger.log_epoch(record)
+            say(_format_epoch(record, config.epochs, eval_name), flush=True)
     except NonFiniteLossError as exc:
         raise _diverged(str(exc), runtime.precision, run_dir, len(history)) from None
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: {len(history)} of {config.epochs} epochs are saved in {run_dir / rundir.CHECKPOINT}. "
-            f"Resume with: {_resume_command(run_dir)}",
-            flush=True,
-        )
+        say(f"\ninterrupted: {_saved(len(history), config.epochs, run_dir, dist)}", flush=True)
+        raise
+    except Exception:
+        if dist.enabled:  # most often another process died (killed, out of memory): say what is kept
+            say(f"\nstopped: {_saved(len(history), config.epochs, run_dir, dist)}", flush=True)
         raise
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
 
-    atomic_save(model.state_dict(), run_dir / rundir.WEIGHTS)
+    if dist.is_main:
+        atomic_save(model.state_dict(), run_dir / rundir.WEIGHTS)
     return FitResult(model, history, run_dir, data.classes)
 
 

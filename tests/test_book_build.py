@@ -65,8 +65,9 @@ def test_every_page_exists_and_every_image_file_exists(smoke_book, name):
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_every_chapter_has_its_figures_and_its_colab_link(smoke_book, chapter):
     parsed = parse_page(page(smoke_book, f"book/{chapter.stem}"))
-    figures = [src for src in parsed.images if "_images/" in src]
+    figures = [src for src in parsed.images if "_images/" in src and "colab-badge" not in src]
     assert len(figures) == EXPECTED_FIGURES[chapter.stem], figures
+    assert any(src.endswith("_images/colab-badge.svg") for src in parsed.images), "the vendored badge is shown"
     colab = {href for href in parsed.links if "colab.research.google.com" in href}
     assert colab == {expected_colab_url(chapter.stem)}, colab
 

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from erav1.errors import DataError
+from erav1.utils.cifar10 import ENV_VAR
 from erav1.utils.data import load_data, load_image_folder, split_validation, stratified_subset
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -132,5 +133,6 @@ def test_official_cifar10_offline_says_what_to_do(tmp_path, monkeypatch):
     # Point every download at a closed local port, so the test is offline even on a machine with internet.
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv(ENV_VAR, raising=False)  # `make test` names the local official copy; this test has none
     with pytest.raises(DataError, match=r"cifar-10-python.tar.gz by hand.*--data"):
         load_data("cifar10", tmp_path)

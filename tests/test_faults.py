@@ -83,8 +83,8 @@ def snapshot(folder: Path) -> dict[str, str]:
 class LiveRun:
     """A training subprocess whose output is read as it comes, so a test can strike at a chosen moment."""
 
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(argv, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    def __init__(self, argv: list[str], **popen: object) -> None:
+        self.proc = subprocess.Popen(argv, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
         self._chunks: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -112,6 +112,10 @@ class LiveRun:
     def strike(self, sig: signal.Signals) -> int:
         """Send ``sig`` and return the exit status (negative: killed by a signal)."""
         self.proc.send_signal(sig)
+        return self.finish()
+
+    def finish(self) -> int:
+        """Wait for the process to end; return its exit status, with all its output read."""
         status = self.proc.wait(timeout=300)
         self._reader.join(timeout=10)
         return status

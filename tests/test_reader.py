@@ -107,7 +107,7 @@ def test_the_path_check_finds_what_it_must():
     nb = nbformat.v4.new_notebook(metadata={"papermill": {"input_path": "/work/main/book/01_data.ipynb"}})
     nb.cells = [nbformat.v4.new_code_cell('data = "../shared/data/cifar10-jpeg.zip"')]
     found = [m.group() for _, text in _strings(nb) for m in MACHINE_PATH.finditer(text)]
-    assert found == ["/work/main/book/", "../"]
+    assert found == ["/work/main/book/01_data.ipynb", "../"]
     clean = ["https://github.com/erav1-book/erav1", "train/<class>/<image>", "epoch 3/20", "runs/book",
              "~/.cache/erav1", "1/2 of the batch"]
     assert [m.group() for text in clean for m in MACHINE_PATH.finditer(text)] == []

@@ -127,3 +127,32 @@ def test_expected_time_is_measured_before_training_and_says_nothing_for_a_finish
     assert not (tmp_path / "fresh").exists(), "measuring writes nothing"
     finished = tiny_config(cifar_zip, cache_dir, tiny_run.run_dir, resume=True)
     assert "holds a finished run of 3 epochs" in describe_expected_time(finished)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_the_multi_tensor_optimizer_step_leaves_the_weights_bit_for_bit_the_same(name):
+    """build_optimizer's foreach step against torch's per-parameter loop: the same arithmetic, so equal weights."""
+    from erav1.models import get_model
+    from erav1.utils.policies import build_optimizer, parameter_groups
+
+    def train(foreach: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = get_model("resnet18", num_classes=10)
+        if foreach:
+            optimizer = build_optimizer(name, model, lr=0.1)
+        else:
+            per_parameter = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+            extra = {"momentum": 0.9, "nesterov": True} if name == "sgd" else {}
+            optimizer = per_parameter(parameter_groups(model, 5e-4, True), lr=0.1, foreach=False, **extra)
+        assert optimizer.defaults["foreach"] is foreach
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(2):  # the second step also uses the momentum (Adam: moment) buffers
+            x, y = torch.randn(4, 3, 32, 32, generator=generator), torch.randint(0, 10, (4,), generator=generator)
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return model.state_dict()
+
+    multi, loop = train(foreach=True), train(foreach=False)
+    unequal = [k for k in loop if not torch.equal(multi[k], loop[k])]
+    assert not unequal, f"{len(unequal)} tensors differ, e.g. {unequal[:3]}"

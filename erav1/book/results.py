@@ -14,17 +14,16 @@ run has been published yet.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from erav1.book.layout import BookError
 from erav1.published import JPEG_COPY
+from erav1.utils.text import refresh_block
 
 SUMMARY_FILE = "summary.json"
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-BLOCK = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
 REQUIRED = ("test_accuracy", "epochs", "wall_time_s", "hardware")
 NOT_PUBLISHED = (
     "No full run has been published yet. These chapters have not been executed with the full profile; "
@@ -78,13 +77,9 @@ def results_markdown(summary: dict[str, Any] | None, jpeg_copy: dict[str, Any] |
 
 
 def refresh_results(markdown: Path, summary_file: Path) -> bool:
-    """Rewrite the results block of ``markdown`` from ``summary_file`` (and the JPEG run beside it); True if changed."""
-    text = markdown.read_text()
-    if not BLOCK.search(text):
-        raise BookError(f"{markdown} has no {START} ... {END} block")
+    """Rewrite the results block of ``markdown`` from ``summary_file`` and the JPEG run beside it; True if changed."""
     table = results_markdown(read_summary(summary_file), read_summary(summary_file.with_name(JPEG_COPY)))
-    block = f"{START}\n{table}\n{END}"
-    updated = BLOCK.sub(lambda _: block, text, count=1)
-    if updated != text:
-        markdown.write_text(updated)
-    return updated != text
+    try:
+        return refresh_block(markdown, START, END, table)
+    except LookupError:
+        raise BookError(f"{markdown} has no {START} ... {END} block") from None

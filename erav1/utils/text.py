@@ -7,7 +7,9 @@ notebook displays it as formatted text, a terminal prints it as plain text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 
 class Markdown(str):
@@ -26,3 +28,19 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
 
 def percent(fraction: float, digits: int = 1) -> str:
     return f"{100 * fraction:.{digits}f}%"
+
+
+def refresh_block(path: Path, start: str, end: str, body: str) -> bool:
+    """Rewrite what stands between the ``start`` and ``end`` markers of file ``path`` with ``body``.
+
+    Returns True when the file changed. Generated blocks keep README numbers out of anyone's hands;
+    a file without the markers raises LookupError, for the caller to say what the block is for.
+    """
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    text = path.read_text()
+    if not pattern.search(text):
+        raise LookupError(f"{path} has no {start} ... {end} block")
+    updated = pattern.sub(lambda _: f"{start}\n{body}\n{end}", text, count=1)
+    if updated != text:
+        path.write_text(updated)
+    return updated != text
