@@ -1,32 +1,23 @@
-"""Run one round of the recipe search (``erav1.recipe_search``) on this machine's GPU.
+"""Run the recipe search (``erav1.recipe_study``): an Optuna study whose trials are real ``erav1 train`` runs.
 
-    python scripts/search_recipe.py --round 2 --data ../shared/data/cifar10-jpeg.zip --out runs/search2
+    python scripts/search_recipe.py --data ../shared/data/cifar10-jpeg.zip --trials 40 --jobs 3
 
-It writes every run under ``--out`` and ``selection.json``, whose winner was chosen on validation
-accuracy alone. Copy ``selection.json`` to ``book/results/recipe_search/roundN.json`` to show it in
-chapter 3.
+Every trial trains on 90% of the train images and is scored on the other 10%; the study lives in
+``book/results/recipe_search/study.db`` unless ``--storage`` names another database, which workers on
+several machines can share. Stopped (Ctrl-C, a lease that ends), the same command continues the study:
+interrupted trials resume their run directories. Options it does not know pass through to ``erav1 train``
+(for instance ``--precision fp32 --subset 200`` for a quick check of the machinery).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import time
+import shlex
+import sys
 from pathlib import Path
 
-from erav1.recipe_search import (
-    ROLES,
-    ROUNDS,
-    VAL_FRACTION,
-    Run,
-    SearchSettings,
-    launch,
-    monitor,
-    print_table,
-    summarize,
-)
+from erav1.recipe_study import RUNS, STORAGE, STUDY_NAME, StudySettings, open_study, reference_recipe, run_study
+from erav1.study_report import describe_study
 from erav1.utils.data import load_data
 
 
@@ -34,36 +25,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="the dataset, as 'erav1 train --data' takes it")
     parser.add_argument("--data-dir", default="~/.cache/erav1", help="the decoded-image cache")
-    parser.add_argument("--out", type=Path, default=Path("runs/search"), help="where the runs and logs go")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
-    parser.add_argument("--deadline", type=float, default=450, help="seconds from start for the whole grid")
-    parser.add_argument("--subset", type=int, help="N images per split: a quick check of the script itself")
-    parser.add_argument("--round", type=int, choices=sorted(ROUNDS), default=max(ROUNDS), help="which grid to run")
-    parser.add_argument("--candidates", type=int, help="use only the first N candidates of the grid")
-    args = parser.parse_args()
-    settings = SearchSettings(args.data, args.out, args.data_dir, args.epochs, args.val_fraction, args.deadline,
-                              args.subset)
+    parser.add_argument("--trials", type=int, default=40, help="finished (complete or pruned) trials the study needs")
+    parser.add_argument("--jobs", type=int, default=1, help="trials at once on this machine, one process each")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs of every trial (the rules fix 20)")
+    parser.add_argument("--storage", default=STORAGE, help="SQLAlchemy URL of the study's database")
+    parser.add_argument("--study", default=STUDY_NAME, help="the study's name in that database")
+    parser.add_argument("--runs", type=Path, default=RUNS, help="where each trial's run directory goes")
+    parser.add_argument("--device", default="auto", help="erav1 train --device")
+    parser.add_argument(
+        "--launcher",
+        default=f"{shlex.quote(sys.executable)} -m erav1",
+        help="the command before 'train', e.g. 'torchrun --nproc-per-node=2 -m erav1'",
+    )
+    args, train_args = parser.parse_known_args()
 
-    start = time.monotonic()
-    settings.out.mkdir(parents=True, exist_ok=True)
-    load_data(settings.data, settings.data_dir)  # decode once into the cache, so the runs below only read it
-    print(f"data ready after {time.monotonic() - start:.0f} s", flush=True)
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
-    grid = dict(list(ROUNDS[args.round].items())[: args.candidates])
-    runs = [Run(name, role, settings.out / f"{name}.{role}") for name in grid for role in ROLES]
-    for run in runs:
-        launch(run, grid[run.candidate], settings)
-    try:
-        monitor(runs, settings.epochs, settings.deadline_s, start)
-    except KeyboardInterrupt:
-        for run in runs:
-            if run.running:
-                run.process.send_signal(signal.SIGTERM)
-        raise
-    summary = summarize(runs, grid, settings.epochs) | {"wall_s": time.monotonic() - start}
-    (settings.out / "selection.json").write_text(json.dumps(summary, indent=2))
-    print_table(summary)
+    load_data(args.data, args.data_dir)  # decode once into the cache, so that the trials only read it
+    study = open_study(args.storage, args.study)
+    study.enqueue_trial(reference_recipe(), skip_if_exists=True)  # the book's recipe: the yardstick
+    settings = StudySettings(
+        data=args.data,
+        runs=args.runs,
+        epochs=args.epochs,
+        device=args.device,
+        data_dir=args.data_dir,
+        train_args=tuple(train_args),
+        launcher=tuple(shlex.split(args.launcher)),
+    )
+    run_study(study, settings, args.trials, args.jobs)
+    print(describe_study(args.storage, args.study))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,290 @@
+"""The recipe search, run by Optuna: one study, every trial a real ``erav1 train`` on a validation split.
+
+Each trial trains the fixed model (ResNet18, RandomCrop + Cutout, a fixed seed and number of epochs) on 90%
+of the train images with a recipe that Optuna's sampler suggests, and reports the held-out 10%'s accuracy
+after every epoch, so that the pruner can stop a hopeless recipe half way. The test set chooses nothing.
+
+The study lives in an RDB (SQLite under ``book/results/recipe_search/`` by default, any SQLAlchemy URL for
+workers on several machines). A trial's run directory is named from its parameters, so a trial whose
+worker died (a lease ended) is found by its stale heartbeat, queued again with the same parameters, and
+resumes the same run directory with ``erav1 train --resume``. :mod:`erav1.study_report` reads the study.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from erav1.errors import Erav1Error
+from erav1.recipe_search import SEARCH_DIR, VAL_FRACTION
+from erav1.utils import rundir
+
+STORAGE = f"sqlite:///{SEARCH_DIR / 'study.db'}"
+STUDY_NAME = "recipe"
+RUNS = Path("runs/study")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+INTERRUPTED = 130  # what `erav1 train` exits with after Ctrl-C or SIGTERM, its last.pt whole
+
+# The levers `erav1 train` already has, around the recipe the book trains with (Config's defaults).
+# Steps keep every value short enough to name a run directory by, and give repeated recipes the same one.
+SPACE: dict[str, BaseDistribution] = {
+    "batch_size": CategoricalDistribution([256, 512, 1024]),
+    "lr": FloatDistribution(0.1, 0.8, step=0.05),  # the OneCycle peak
+    "pct_start": FloatDistribution(0.1, 0.4, step=0.05),  # the warm-up's share of training
+    "momentum": FloatDistribution(0.8, 0.95, step=0.05),
+    "nesterov": CategoricalDistribution([True, False]),
+    "weight_decay": FloatDistribution(1e-4, 1e-3, step=1e-4),
+    "decay_norm_and_bias": CategoricalDistribution([True, False]),
+    "cutout_p": FloatDistribution(0.5, 1.0, step=0.25),
+    "label_smoothing": FloatDistribution(0.0, 0.2, step=0.05),
+}
+
+
+class TrainingFailed(Erav1Error):
+    """``erav1 train`` ended with an error (diverged, out of memory): the trial fails, the study goes on."""
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What every trial's ``erav1 train`` shares; ``train_args`` pass through to it (e.g. ``--precision fp32``)."""
+
+    data: str
+    runs: Path = RUNS
+    epochs: int = 20
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str = "~/.cache/erav1"
+    train_args: tuple[str, ...] = ()
+    launcher: tuple[str, ...] = (sys.executable, "-m", "erav1")  # or ("torchrun", "--nproc-per-node=2", "-m", ...)
+    poll_s: float = 2.0
+
+
+def default_pruner() -> optuna.pruners.BasePruner:
+    """Stop a trial that is in the bottom quarter of the earlier trials at the same epoch, from epoch 10 on.
+
+    OneCycle recipes differ most in the first half (a high peak LR scores low there, then overtakes while
+    the LR anneals), so no trial is judged before half of the 20 epochs, nor before 5 trials have finished
+    to compare with. The 25th percentile rather than the median keeps the late bloomers a median would cut.
+    """
+    return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=10)
+
+
+def open_study(
+    storage: str = STORAGE,
+    name: str = STUDY_NAME,
+    pruner: optuna.pruners.BasePruner | None = None,
+    seed: int | None = None,
+    heartbeat_interval: int = 30,
+    grace_period: int = 120,
+) -> optuna.Study:
+    """Create the study, or load it to continue; a trial without a heartbeat for ``grace_period`` s is retried.
+
+    The retry is Optuna's own: the stale trial fails and a new one with its parameters is queued, which
+    resumes the stale trial's run directory. TPE's constant liar keeps parallel trials apart.
+    """
+    if storage.startswith("sqlite:///"):
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    rdb = optuna.storages.RDBStorage(
+        storage,
+        engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else None,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+    )
+    return optuna.create_study(
+        storage=rdb,
+        study_name=name,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+        pruner=pruner or default_pruner(),
+    )
+
+
+def reference_recipe(space: Mapping[str, BaseDistribution] = SPACE) -> dict[str, Any]:
+    """The book's recipe (Config's defaults) in the search space: the study's first trial, a yardstick."""
+    from erav1.main import Config
+
+    defaults = {f.name: f.default for f in fields(Config)}
+    return {name: defaults[name] for name in space}
+
+
+def run_study(
+    study: optuna.Study,
+    settings: StudySettings,
+    trials: int,
+    jobs: int = 1,
+    space: Mapping[str, BaseDistribution] = SPACE,
+) -> None:
+    """Run trials, ``jobs`` at a time on this machine, until the study holds ``trials`` finished ones.
+
+    ``trials`` counts the whole study (complete or pruned), whichever worker ran them, so a restarted
+    or added worker runs only what is missing.
+    """
+    missing = trials - len(study.get_trials(deepcopy=False, states=FINISHED))
+    if missing <= 0:
+        return
+    study.optimize(
+        lambda trial: objective(trial, settings, space),
+        n_trials=missing,
+        n_jobs=jobs,
+        catch=(TrainingFailed,),
+        callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED)],
+    )
+
+
+def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    assert isinstance(distribution, FloatDistribution), distribution
+    return round(
+        trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log), 6
+    )
+
+
+def run_name(params: Mapping[str, Any]) -> str:
+    """``{"batch_size": 512, "lr": 0.4}`` -> ``batch_size=512+lr=0.4``: the same recipe, the same folder."""
+    return "+".join(
+        f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}" for name, value in params.items()
+    )
+
+
+def cli_flags(options: Mapping[str, Any]) -> list[str]:
+    """``{"cutout_p": 0.5, "flip": False}`` -> ``["--cutout-p", "0.5", "--no-flip"]``."""
+    flags = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else flag.replace("--", "--no-", 1))
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def objective(trial: optuna.Trial, settings: StudySettings, space: Mapping[str, BaseDistribution] = SPACE) -> float:
+    """Train the trial's recipe (or resume its run), reporting validation accuracy after every epoch."""
+    params = {name: suggest(trial, name, distribution) for name, distribution in space.items()}
+    run_dir = settings.runs / run_name(params)
+    trial.set_user_attr("run_dir", str(run_dir))
+    options = {
+        "data": settings.data,
+        "epochs": settings.epochs,
+        "val_fraction": VAL_FRACTION,
+        "seed": settings.seed,
+        **params,
+    }
+    with run_lock(run_dir) as lock:
+        history = train_and_report(trial, train_command(run_dir, options, settings), run_dir, lock, settings.poll_s)
+    return history[-1]["val_acc"]
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[int]:
+    """One trainer per run directory: a repeated recipe waits for its twin, then reads the finished run.
+
+    ``erav1 train`` inherits the lock, so a trainer orphaned by a killed worker keeps it until it ends.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def train_command(run_dir: Path, options: dict[str, Any], settings: StudySettings) -> list[str]:
+    """Start the run, or continue it when an earlier trial with these parameters left one there."""
+    common = ["--device", settings.device, "--data-dir", settings.data_dir, "--no-progress"]
+    if not (run_dir / rundir.CONFIG).exists():
+        return [
+            *settings.launcher,
+            "train",
+            "--run-dir",
+            str(run_dir),
+            *common,
+            *cli_flags(options),
+            *settings.train_args,
+        ]
+    saved = rundir.read_json(run_dir / rundir.CONFIG)
+    changed = sorted(name for name, value in options.items() if saved.get(name) != value)
+    if changed:
+        raise Erav1Error(
+            f"{run_dir} holds a run with other {', '.join(changed)} than this study's; "
+            "give the study its own --runs folder"
+        )
+    return [*settings.launcher, "train", "--resume", str(run_dir), *common]
+
+
+def train_and_report(trial: optuna.Trial, command: list[str], run_dir: Path, lock: int, poll_s: float) -> list[dict]:
+    """Run ``command``; report each epoch of its history.json as it lands; prune it when Optuna says so."""
+    with open(run_dir / "train.log", "a") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, pass_fds=(lock,))
+    history: list[dict] = []
+    try:
+        while True:
+            ended = process.poll() is not None  # before reading, so that the last epoch is never missed
+            for record in read_history(run_dir)[len(history) :]:
+                history.append(record)
+                trial.report(record["val_acc"], record["epoch"])
+                if trial.should_prune():
+                    stop(process)
+                    raise optuna.TrialPruned(f"epoch {record['epoch']}: val acc {record['val_acc']:.4f}")
+            if ended:
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        stop(process)
+        requeue(trial)
+        raise
+    finally:
+        stop(process)
+    if process.returncode == INTERRUPTED:
+        requeue(trial)
+        raise KeyboardInterrupt(f"erav1 train was interrupted; trial {trial.number} is queued again")
+    if process.returncode != 0:
+        raise TrainingFailed(f"erav1 train exited with status {process.returncode}; see {run_dir / 'train.log'}")
+    return history
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """The epochs written so far (history.json is replaced atomically, so never half-written)."""
+    try:
+        return json.loads((run_dir / rundir.HISTORY).read_text())
+    except FileNotFoundError:
+        return []
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 300) -> None:
+    """Interrupt a running trainer as Ctrl-C would: it stops at once, and last.pt keeps its last finished epoch."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def requeue(trial: optuna.Trial) -> None:
+    """Queue the interrupted trial's parameters again: the next worker resumes its run directory."""
+    trial.study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number})

@@ -1,0 +1,92 @@
+"""Reading the recipe study (:mod:`erav1.recipe_study`) for the book: a table of every trial, Optuna's plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from erav1.recipe_study import STORAGE, STUDY_NAME
+from erav1.utils.text import Markdown, markdown_table, percent
+
+NO_STUDY = "No recipe study has run yet: `scripts/search_recipe.py` starts one."
+STATES = {
+    TrialState.COMPLETE: "complete",
+    TrialState.PRUNED: "pruned",
+    TrialState.RUNNING: "running",
+    TrialState.FAIL: "fail",
+    TrialState.WAITING: "waiting",
+}
+
+
+def load_existing_study(storage: str = STORAGE, name: str = STUDY_NAME) -> optuna.Study | None:
+    """The study, or None where there is none (without creating an empty SQLite file on the way)."""
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
+        return None
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def _best(study: optuna.Study) -> FrozenTrial | None:
+    return study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
+
+
+def describe_study(storage: str = STORAGE, name: str = STUDY_NAME) -> Markdown:
+    """Every trial: its recipe, its last validation accuracy, how many epochs it trained, how it ended."""
+    study = load_existing_study(storage, name)
+    if study is None or not study.trials:
+        return Markdown(NO_STUDY)
+    best = _best(study)
+    names = list(dict.fromkeys(name for trial in study.trials for name in trial.params))
+    rows = []
+    for trial in study.trials:
+        steps = trial.intermediate_values
+        last = percent(steps[max(steps)], 2) if steps else "-"
+        number = f"**{trial.number}**" if best is not None and trial.number == best.number else str(trial.number)
+        rows.append(
+            [number, *(trial.params.get(n, "-") for n in names), last, max(steps, default=0), STATES[trial.state]]
+        )
+    table = markdown_table(["trial", *names, "val acc (last epoch)", "epochs", "state"], rows)
+    verdict = (
+        f" Trial {best.number} (in bold) has the best validation accuracy, {percent(best.value, 2)}."
+        if best is not None
+        else " No trial has finished yet."
+    )
+    return Markdown(f"{len(study.trials)} trials of the study `{study.study_name}`." + verdict + "\n\n" + table)
+
+
+def save_study_plots(out: Path, storage: str = STORAGE, name: str = STUDY_NAME) -> Markdown:
+    """Optuna's own plots as PNGs in ``out``: the best value so far, every trial's curve, what mattered."""
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    study = load_existing_study(storage, name)
+    if study is None or not study.trials:
+        return Markdown(NO_STUDY)
+    figures = {
+        "optimization_history": plots.plot_optimization_history,
+        "intermediate_values": plots.plot_intermediate_values,
+    }
+    notes = []
+    if _importances_defined(study):
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        figures["param_importances"] = lambda s: plots.plot_param_importances(s, evaluator=evaluator)
+    else:
+        notes.append("No parameter importances yet: they need two complete trials whose parameters differ.")
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for figure_name, plot in figures.items():
+        axes = plot(study)
+        path = out / f"{figure_name}.png"
+        axes.figure.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(axes.figure)
+        lines.append(f"![{figure_name.replace('_', ' ')}]({path})")
+    return Markdown("\n\n".join(lines + notes))
+
+
+def _importances_defined(study: optuna.Study) -> bool:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return len(complete) >= 2 and any(len({repr(t.params.get(n)) for t in complete}) > 1 for n in complete[0].params)

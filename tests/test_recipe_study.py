@@ -1,0 +1,189 @@
+"""The recipe study on Optuna: real ``erav1 train`` trials on real (tiny) data, pruned, resumed, and read back."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from erav1.recipe_study import StudySettings, open_study, run_study
+from erav1.study_report import NO_STUDY, describe_study, save_study_plots
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = {"batch_size": CategoricalDistribution([64]), "lr": CategoricalDistribution([0.02, 0.05])}
+PER_CLASS = 10  # images per class and split: 100 train (90 to train on, 10 to validate), 100 test
+
+
+@pytest.fixture(scope="module")
+def tiny_zip(cifar_zip, cache_dir, tmp_path_factory) -> Path:
+    """Real CIFAR-10 images, copied byte for byte out of the test copy, so that nothing big is decoded."""
+    from erav1.utils.data import load_data
+
+    path = tmp_path_factory.mktemp("tiny-data") / "cifar10-tiny.zip"
+    taken: collections.Counter[str] = collections.Counter()
+    with zipfile.ZipFile(cifar_zip) as source, zipfile.ZipFile(path, "w") as tiny:
+        for name in source.namelist():
+            folder, _, file = name.rpartition("/")
+            if file and folder.count("/") == 1 and taken[folder] < PER_CLASS:
+                tiny.writestr(name, source.read(name))
+                taken[folder] += 1
+    load_data(str(path), cache_dir, verbose=False)  # decoded once here, not by two trials at once
+    return path
+
+
+def settings(tiny_zip: Path, cache_dir: Path, runs: Path, epochs: int = 2) -> StudySettings:
+    return StudySettings(
+        data=str(tiny_zip),
+        runs=runs,
+        epochs=epochs,
+        device="cpu",
+        data_dir=str(cache_dir),
+        train_args=("--precision", "fp32"),
+        poll_s=0.1,
+    )
+
+
+def history_of(trial: optuna.trial.FrozenTrial) -> list[dict]:
+    return json.loads((Path(trial.user_attrs["run_dir"]) / "history.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tiny_zip, cache_dir, tmp_path_factory) -> tuple[str, optuna.Study]:
+    """Two trials, two at once: both learning rates of SPACE, two epochs each."""
+    folder = tmp_path_factory.mktemp("study")
+    storage = f"sqlite:///{folder / 'study.db'}"
+    study = open_study(storage, seed=0)
+    for lr in (0.02, 0.05):
+        study.enqueue_trial({"batch_size": 64, "lr": lr})
+    run_study(study, settings(tiny_zip, cache_dir, folder / "runs"), trials=2, jobs=2, space=SPACE)
+    return storage, study
+
+
+@pytest.mark.slow
+def test_trials_run_erav1_train_and_report_every_epoch_of_its_history(tiny_study):
+    _, study = tiny_study
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert {t.params["lr"] for t in trials} == {0.02, 0.05}
+    for trial in trials:
+        history = history_of(trial)
+        assert [r["epoch"] for r in history] == [1, 2]
+        assert trial.intermediate_values == {r["epoch"]: r["val_acc"] for r in history}
+        assert trial.value == history[-1]["val_acc"]
+        config = json.loads((Path(trial.user_attrs["run_dir"]) / "config.json").read_text())
+        assert (config["val_fraction"], config["lr"], config["epochs"], config["seed"]) == (
+            0.1,
+            trial.params["lr"],
+            2,
+            0,
+        )
+
+
+class PruneAfterEpochOne(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.last_step is not None and trial.last_step >= 1
+
+
+def trainers_in(run_dir: Path) -> list[int]:
+    """The live processes whose command line names ``run_dir``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(run_dir).encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_interrupts_its_trainer_and_keeps_a_loadable_checkpoint(tiny_zip, cache_dir, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(storage, pruner=PruneAfterEpochOne())
+    run_study(study, settings(tiny_zip, cache_dir, tmp_path / "runs", epochs=5), trials=1, space=SPACE)
+
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.PRUNED
+    assert list(trial.intermediate_values) == [1]
+    run_dir = Path(trial.user_attrs["run_dir"])
+    assert trainers_in(run_dir) == []
+    assert "interrupted" in (run_dir / "train.log").read_text()
+    assert not (run_dir / "model.pt").exists()
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == len(history_of(trial)) < 5
+    assert "need two complete trials" in save_study_plots(tmp_path / "plots", storage)
+
+
+WORKER = """
+import json, sys
+from pathlib import Path
+from optuna.distributions import CategoricalDistribution
+from erav1.recipe_study import StudySettings, open_study, run_study
+storage, data, cache, runs = sys.argv[1:]
+space = {"batch_size": CategoricalDistribution([64]), "lr": CategoricalDistribution([0.05])}
+settings = StudySettings(data=data, runs=Path(runs), epochs=2, device="cpu", data_dir=cache,
+                         train_args=("--precision", "fp32"), poll_s=0.1)
+run_study(open_study(storage, heartbeat_interval=1, grace_period=1), settings, trials=1, space=space)
+"""
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_died_resumes_its_run_directory(tiny_zip, cache_dir, tmp_path):
+    storage, runs = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "runs"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, storage, str(tiny_zip), str(cache_dir), str(runs)], start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while not any(len(json.loads(p.read_text())) >= 1 for p in runs.glob("*/history.json")):
+        assert worker.poll() is None and time.monotonic() < deadline, "the worker ended before its first epoch"
+        time.sleep(0.05)
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker and its trainer die mid-run, as when a lease ends
+    worker.wait()
+    (run_dir,) = runs.iterdir()
+    first_epoch = json.loads((run_dir / "history.json").read_text())
+    assert len(first_epoch) == 1, "the kill came too late to leave the run unfinished"
+    study = open_study(storage, heartbeat_interval=1, grace_period=1)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
+    time.sleep(2.5)  # past the grace period
+
+    run_study(study, settings(tiny_zip, cache_dir, runs), trials=1, space=SPACE)
+
+    stale, resumed = study.get_trials()
+    assert (stale.state, resumed.state) == (TrialState.FAIL, TrialState.COMPLETE)
+    assert resumed.params == stale.params and resumed.system_attrs["failed_trial"] == stale.number
+    assert resumed.user_attrs["run_dir"] == str(run_dir)
+    history = history_of(resumed)
+    assert history[:1] == first_epoch and len(history) == 2  # epoch 1 kept as it was, not trained again
+    assert "resuming" in (run_dir / "train.log").read_text()
+    assert resumed.intermediate_values == {r["epoch"]: r["val_acc"] for r in history}
+
+
+@pytest.mark.slow
+def test_the_book_gets_a_table_of_every_trial_and_optunas_plots(tiny_study, tmp_path):
+    storage, study = tiny_study
+    table = describe_study(storage)
+    best = study.best_trial
+    assert "2 trials" in table and f"| **{best.number}** | 64 | {best.params['lr']} |" in table
+    for trial in study.trials:
+        assert f"| {trial.params['lr']} | {100 * trial.value:.2f}% | 2 | complete |" in table
+    shown = save_study_plots(tmp_path, storage)
+    for name in ("optimization_history", "intermediate_values", "param_importances"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000 and f"{name}.png" in shown
+
+
+def test_without_a_study_the_book_says_so_in_one_sentence(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'absent.db'}"
+    assert describe_study(storage) == NO_STUDY == save_study_plots(tmp_path / "plots", storage)
+    assert not (tmp_path / "absent.db").exists()
