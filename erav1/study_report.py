@@ -75,7 +75,7 @@ def save_study_plots(out: Path, storage: str = STORAGE, name: str = STUDY_NAME) 
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
         figures["param_importances"] = lambda s: plots.plot_param_importances(s, evaluator=evaluator)
     else:
-        notes.append("No parameter importances yet: they need two complete trials whose parameters differ.")
+        notes.append("No parameter importances yet: they need complete trials whose parameters and accuracies differ.")
     out.mkdir(parents=True, exist_ok=True)
     lines = []
     for figure_name, plot in figures.items():
@@ -88,5 +88,9 @@ def save_study_plots(out: Path, storage: str = STORAGE, name: str = STUDY_NAME) 
 
 
 def _importances_defined(study: optuna.Study) -> bool:
+    """Importances explain how accuracy varies with the parameters: both must vary over complete trials."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return len(complete) >= 2 and any(len({repr(t.params.get(n)) for t in complete}) > 1 for n in complete[0].params)
+    params_vary = (
+        any(len({repr(t.params.get(n)) for t in complete}) > 1 for n in complete[0].params) if complete else False
+    )
+    return len(complete) >= 2 and params_vary and len({t.value for t in complete}) > 1
