@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -98,19 +99,22 @@ def open_study(
     """
     if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    rdb = optuna.storages.RDBStorage(
-        storage,
-        engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else None,
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-    )
+    with warnings.catch_warnings():  # heartbeats and the constant liar are "experimental" since Optuna 2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = optuna.storages.RDBStorage(
+            storage,
+            engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else None,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     return optuna.create_study(
         storage=rdb,
         study_name=name,
         direction="maximize",
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+        sampler=sampler,
         pruner=pruner or default_pruner(),
     )
 

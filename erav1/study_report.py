@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -79,7 +80,9 @@ def save_study_plots(out: Path, storage: str = STORAGE, name: str = STUDY_NAME) 
     out.mkdir(parents=True, exist_ok=True)
     lines = []
     for figure_name, plot in figures.items():
-        axes = plot(study)
+        with warnings.catch_warnings():  # Optuna's matplotlib plots are "experimental" since Optuna 2.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            axes = plot(study)
         path = out / f"{figure_name}.png"
         axes.figure.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(axes.figure)
