@@ -74,14 +74,14 @@ class StudySettings:
     poll_s: float = 2.0
 
 
-def default_pruner() -> optuna.pruners.BasePruner:
-    """Stop a trial that is in the bottom quarter of the earlier trials at the same epoch, from epoch 10 on.
+def default_pruner(epochs: int = 20) -> optuna.pruners.BasePruner:
+    """Stop a trial that is in the bottom quarter of the earlier trials at the same epoch, from half-way on.
 
     OneCycle recipes differ most in the first half (a high peak LR scores low there, then overtakes while
-    the LR anneals), so no trial is judged before half of the 20 epochs, nor before 5 trials have finished
-    to compare with. The 25th percentile rather than the median keeps the late bloomers a median would cut.
+    the LR anneals), so no trial is judged before half of its epochs, nor before 5 trials have finished to
+    compare with. The 25th percentile rather than the median keeps the late bloomers a median would cut.
     """
-    return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=10)
+    return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=epochs // 2)
 
 
 def open_study(
@@ -249,7 +249,7 @@ def train_and_report(trial: optuna.Trial, command: list[str], run_dir: Path, loc
             for record in read_history(run_dir)[len(history) :]:
                 history.append(record)
                 trial.report(record["val_acc"], record["epoch"])
-                if trial.should_prune():
+                if not ended and trial.should_prune():  # an ended run has nothing left to save
                     stop(process)
                     raise optuna.TrialPruned(f"epoch {record['epoch']}: val acc {record['val_acc']:.4f}")
             if ended:

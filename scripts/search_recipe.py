@@ -16,7 +16,16 @@ import shlex
 import sys
 from pathlib import Path
 
-from erav1.recipe_study import RUNS, STORAGE, STUDY_NAME, StudySettings, open_study, reference_recipe, run_study
+from erav1.recipe_study import (
+    RUNS,
+    STORAGE,
+    STUDY_NAME,
+    StudySettings,
+    default_pruner,
+    open_study,
+    reference_recipe,
+    run_study,
+)
 from erav1.study_report import describe_study
 from erav1.utils.data import load_data
 
@@ -40,7 +49,7 @@ def main() -> None:
     args, train_args = parser.parse_known_args()
 
     load_data(args.data, args.data_dir)  # decode once into the cache, so that the trials only read it
-    study = open_study(args.storage, args.study)
+    study = open_study(args.storage, args.study, default_pruner(args.epochs))
     study.enqueue_trial(reference_recipe(), skip_if_exists=True)  # the book's recipe: the yardstick
     settings = StudySettings(
         data=args.data,

@@ -139,9 +139,8 @@ run_study(open_study(storage, heartbeat_interval=1, grace_period=1), settings, t
 """
 
 
-@pytest.mark.slow
-def test_a_trial_whose_worker_died_resumes_its_run_directory(tiny_zip, cache_dir, tmp_path):
-    storage, runs = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "runs"
+def start_worker(storage: str, tiny_zip: Path, cache_dir: Path, runs: Path) -> subprocess.Popen:
+    """A search worker in its own process group, stopped by a signal once its trial has trained one epoch."""
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKER, storage, str(tiny_zip), str(cache_dir), str(runs)], start_new_session=True
     )
@@ -149,11 +148,23 @@ def test_a_trial_whose_worker_died_resumes_its_run_directory(tiny_zip, cache_dir
     while not any(len(json.loads(p.read_text())) >= 1 for p in runs.glob("*/history.json")):
         assert worker.poll() is None and time.monotonic() < deadline, "the worker ended before its first epoch"
         time.sleep(0.05)
+    return worker
+
+
+def one_epoch_run(runs: Path) -> tuple[Path, list[dict]]:
+    (run_dir,) = runs.iterdir()
+    history = json.loads((run_dir / "history.json").read_text())
+    assert len(history) == 1, "the signal came too late to leave the run unfinished"
+    return run_dir, history
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_died_resumes_its_run_directory(tiny_zip, cache_dir, tmp_path):
+    storage, runs = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "runs"
+    worker = start_worker(storage, tiny_zip, cache_dir, runs)
     os.killpg(worker.pid, signal.SIGKILL)  # the worker and its trainer die mid-run, as when a lease ends
     worker.wait()
-    (run_dir,) = runs.iterdir()
-    first_epoch = json.loads((run_dir / "history.json").read_text())
-    assert len(first_epoch) == 1, "the kill came too late to leave the run unfinished"
+    run_dir, first_epoch = one_epoch_run(runs)
     study = open_study(storage, heartbeat_interval=1, grace_period=1)
     assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
     time.sleep(2.5)  # past the grace period
@@ -168,6 +179,26 @@ def test_a_trial_whose_worker_died_resumes_its_run_directory(tiny_zip, cache_dir
     assert history[:1] == first_epoch and len(history) == 2  # epoch 1 kept as it was, not trained again
     assert "resuming" in (run_dir / "train.log").read_text()
     assert resumed.intermediate_values == {r["epoch"]: r["val_acc"] for r in history}
+
+
+@pytest.mark.slow
+def test_ctrl_c_queues_the_trial_again_to_resume_its_run_directory(tiny_zip, cache_dir, tmp_path):
+    storage, runs = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "runs"
+    worker = start_worker(storage, tiny_zip, cache_dir, runs)
+    os.killpg(worker.pid, signal.SIGINT)  # Ctrl-C reaches the worker and its trainer
+    assert worker.wait(120) != 0
+    run_dir, first_epoch = one_epoch_run(runs)
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1
+
+    study = open_study(storage)
+    interrupted, queued = study.get_trials()
+    assert (interrupted.state, queued.state) == (TrialState.FAIL, TrialState.WAITING)
+    assert queued.system_attrs["fixed_params"] == interrupted.params and queued.user_attrs["resumes"] == 0
+
+    run_study(study, settings(tiny_zip, cache_dir, runs), trials=1, space=SPACE)
+    resumed = study.get_trials()[1]
+    assert resumed.state == TrialState.COMPLETE and resumed.user_attrs["run_dir"] == str(run_dir)
+    assert history_of(resumed)[:1] == first_epoch and len(history_of(resumed)) == 2
 
 
 @pytest.mark.slow
