@@ -46,25 +46,31 @@ def _check_finished(run_dir: Path) -> None:
         )
 
 
-def summarize_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
-    """The published record of a finished run; ``metrics`` is ``erav1 analyze``'s for the same run."""
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """What a run's own files say about it: every field of ``summary.json`` that needs no evaluation."""
     config, environment = read_json(run_dir / CONFIG), read_json(run_dir / ENVIRONMENT)
     history = read_history(run_dir)
     final = history[-1]
     return {
         "test_accuracy": final["test_acc"],
-        "test_accuracy_flip_tta": metrics["flip_tta_accuracy"],  # re-scored here, with mirrored copies averaged in
         "train_accuracy": final["train_acc"],
-        "class_accuracy": metrics["class_accuracy"],
         "epochs": len(history),
         "recipe": {key: config[key] for key in RECIPE_KEYS} | {"precision": environment["precision"]},
         "seed": config["seed"],
         "wall_time_s": sum(record["seconds"] for record in history),
         "hardware": _hardware(environment),
         "torch": environment["torch"],
+        "commit": environment.get("git_commit"),
+    }
+
+
+def summarize_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The published record of a finished run; ``metrics`` is ``erav1 analyze``'s for the same run."""
+    return run_record(run_dir) | {
+        "test_accuracy_flip_tta": metrics["flip_tta_accuracy"],  # re-scored here, with mirrored copies averaged in
+        "class_accuracy": metrics["class_accuracy"],
         "data": metrics["data"],  # what the pixels are and where they were read from, no folder of this machine
         "data_fingerprint": metrics["data_fingerprint"],
-        "commit": environment.get("git_commit"),
     }
 
 

@@ -168,20 +168,26 @@ def choose_model(
     return ModelChoice(published_weights(data_dir, summary), "published", summary)
 
 
-def describe_jpeg_copy(data_dir: str | os.PathLike = "~/.cache/erav1") -> Markdown:
-    """The published run beside the same recipe on the lossy JPEG copy: what the copy of the data cost."""
+def describe_jpeg_copy(run_dir: str | os.PathLike, data_dir: str | os.PathLike = "~/.cache/erav1") -> Markdown:
+    """The run in ``run_dir`` beside the same recipe's earlier run on the lossy JPEG copy: what the copy cost."""
     from erav1.book.results import same_recipe
+    from erav1.publish import run_record
 
-    official, jpeg = published_summary(data_dir), published_json(JPEG_COPY, data_dir)
-    rows = [[s["data"], percent(s["test_accuracy"], 2), percent(s["train_accuracy"], 2), s["hardware"],
-             s["recipe"]["precision"]] for s in (official, jpeg)]
-    table = markdown_table(["data", "test acc (final epoch)", "train acc", "hardware", "precision"], rows)
-    gap = official["test_accuracy"] - jpeg["test_accuracy"]
-    if not same_recipe(official, jpeg):
-        return Markdown(table + "\n\nThe two runs did not train the same recipe, seed and number of epochs, "
-                        "so the difference is not the data's alone.")
+    run_dir = Path(run_dir).expanduser()
+    config = read_json(run_dir / CONFIG)
+    official = config["data"] == "cifar10" and not config.get("subset") and not config.get("val_fraction")
+    run, jpeg = run_record(run_dir), published_json(JPEG_COPY, data_dir)
+    run_data = "CIFAR-10 (official pixels)" if official else f"{config['data']} (a subset or a split of it)"
+    rows = [[name, data, percent(s["test_accuracy"], 2), percent(s["train_accuracy"], 2), s["hardware"],
+             s["recipe"]["precision"]]
+            for name, data, s in ((f"`{run_dir.name}/`", run_data, run), ("published earlier", jpeg["data"], jpeg))]
+    table = markdown_table(["run", "data", "test acc (final epoch)", "train acc", "hardware", "precision"], rows)
+    if not (official and same_recipe(run, jpeg)):
+        return Markdown(table + "\n\nThe two runs did not train the same recipe, seed and number of epochs on the "
+                        "whole official training set, so the difference is not the data's alone.")
+    gap = run["test_accuracy"] - jpeg["test_accuracy"]
     return Markdown(
-        table + f"\n\nThe same recipe and seed for {official['epochs']} epochs: on the official pixels the final "
+        table + f"\n\nThe same recipe and seed for {run['epochs']} epochs: on the official pixels the final "
         f"test accuracy is {abs(100 * gap):.2f} points {'higher' if gap > 0 else 'lower'} than on the JPEG copy "
         "(quality 75, 4:2:0 chroma). Results are only comparable on the same pixels, which is why this book "
         "reports the official ones."

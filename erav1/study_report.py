@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from erav1.recipe_study import STORAGE, STUDY_NAME
 from erav1.utils.text import Markdown, markdown_table, percent
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 NO_STUDY = "No recipe study has run yet: `scripts/search_recipe.py` starts one."
 STATES = {
@@ -59,14 +63,16 @@ def describe_study(storage: str = STORAGE, name: str = STUDY_NAME) -> Markdown:
     return Markdown(f"{len(study.trials)} trials of the study `{study.study_name}`." + verdict + "\n\n" + table)
 
 
-def save_study_plots(out: Path, storage: str = STORAGE, name: str = STUDY_NAME) -> Markdown:
-    """Optuna's own plots as PNGs in ``out``: the best value so far, every trial's curve, what mattered."""
-    import matplotlib.pyplot as plt
+def draw_study(storage: str = STORAGE, name: str = STUDY_NAME) -> tuple[dict[str, Axes], Markdown]:
+    """Optuna's own plots of the study (the best value so far, every trial's curve, what mattered), and a note.
+
+    A notebook shows every figure a cell leaves open, so chapter 3 calls this and sees the plots inline.
+    """
     from optuna.visualization import matplotlib as plots
 
     study = load_existing_study(storage, name)
     if study is None or not study.trials:
-        return Markdown(NO_STUDY)
+        return {}, Markdown(NO_STUDY)
     figures = {
         "optimization_history": plots.plot_optimization_history,
         "intermediate_values": plots.plot_intermediate_values,
@@ -77,17 +83,26 @@ def save_study_plots(out: Path, storage: str = STORAGE, name: str = STUDY_NAME) 
         figures["param_importances"] = lambda s: plots.plot_param_importances(s, evaluator=evaluator)
     else:
         notes.append("No parameter importances yet: they need complete trials whose parameters and accuracies differ.")
-    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # Optuna's matplotlib plots are "experimental" since Optuna 2.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        drawn = {figure_name: plot(study) for figure_name, plot in figures.items()}
+    return drawn, Markdown("\n\n".join(notes))
+
+
+def save_study_plots(out: Path, storage: str = STORAGE, name: str = STUDY_NAME) -> Markdown:
+    """:func:`draw_study`'s plots as PNGs in ``out``, for a terminal; the Markdown links them."""
+    import matplotlib.pyplot as plt
+
+    drawn, note = draw_study(storage, name)
+    if drawn:
+        out.mkdir(parents=True, exist_ok=True)
     lines = []
-    for figure_name, plot in figures.items():
-        with warnings.catch_warnings():  # Optuna's matplotlib plots are "experimental" since Optuna 2.2
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            axes = plot(study)
+    for figure_name, axes in drawn.items():
         path = out / f"{figure_name}.png"
         axes.figure.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(axes.figure)
         lines.append(f"![{figure_name.replace('_', ' ')}]({path})")
-    return Markdown("\n\n".join(lines + notes))
+    return Markdown("\n\n".join([*lines, note] if note else lines))
 
 
 def _importances_defined(study: optuna.Study) -> bool:

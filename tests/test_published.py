@@ -109,3 +109,27 @@ def test_the_download_address_is_the_repository_and_branch_of_config_yml(monkeyp
     owner_repo = repository["url"].removeprefix("https://github.com/")
     assert published.results_url() == (
         f"https://raw.githubusercontent.com/{owner_repo}/{repository['branch']}/book/results/")
+
+
+def test_the_jpeg_copy_comparison_names_the_gap_only_for_the_same_recipe_on_all_official_images(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run_dir)
+    jpeg = json.loads((RESULTS / published.JPEG_COPY).read_text())
+    text = published.describe_jpeg_copy(run_dir)
+    assert "did not train the same recipe" in text and "points" not in text, "a 3-epoch run on a subset"
+
+    # The same run's files, told they trained the JPEG run's recipe on all of the official train set:
+    config = json.loads((run_dir / "config.json").read_text())
+    config |= {key: jpeg["recipe"][key] for key in jpeg["recipe"] if key != "precision"}
+    config |= {"data": "cifar10", "subset": None, "val_fraction": 0.0, "seed": jpeg["seed"]}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    history = json.loads((run_dir / "history.json").read_text())
+    (run_dir / "history.json").write_text(json.dumps(history[-1:] * jpeg["epochs"]))
+    text = published.describe_jpeg_copy(run_dir)
+    gap = 100 * (history[-1]["test_acc"] - jpeg["test_accuracy"])
+    assert f"{abs(gap):.2f} points {'higher' if gap > 0 else 'lower'} than on the JPEG copy" in text
+    assert f"{100 * jpeg['test_accuracy']:.2f}%" in text and "CIFAR-10 (official pixels)" in text
+
+    config["subset"] = 500
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert "did not train the same recipe" in published.describe_jpeg_copy(run_dir), "a subset is not the same data"

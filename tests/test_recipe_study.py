@@ -19,7 +19,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from erav1.recipe_study import StudySettings, open_study, run_study
-from erav1.study_report import NO_STUDY, describe_study, save_study_plots
+from erav1.study_report import NO_STUDY, describe_study, draw_study, save_study_plots
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {"batch_size": CategoricalDistribution([64]), "lr": CategoricalDistribution([0.02, 0.05])}
@@ -212,6 +212,10 @@ def test_the_book_gets_a_table_of_every_trial_and_optunas_plots(tiny_study, tmp_
     shown = save_study_plots(tmp_path, storage)
     for name in ("optimization_history", "intermediate_values"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000 and f"{name}.png" in shown
+    drawn, note = draw_study(storage)  # what chapter 3 shows inline: the same plots, left open for the notebook
+    assert {"optimization_history", "intermediate_values"} <= set(drawn)
+    assert ("param_importances" in drawn) != ("importances" in note), "importances are drawn, or the note says why not"
+    assert all(len(axes.get_children()) > 0 for axes in drawn.values())
 
 
 def test_parameter_importances_are_drawn_once_accuracies_differ(tmp_path):
@@ -230,4 +234,5 @@ def test_parameter_importances_are_drawn_once_accuracies_differ(tmp_path):
 def test_without_a_study_the_book_says_so_in_one_sentence(tmp_path):
     storage = f"sqlite:///{tmp_path / 'absent.db'}"
     assert describe_study(storage) == NO_STUDY == save_study_plots(tmp_path / "plots", storage)
+    assert draw_study(storage) == ({}, NO_STUDY)
     assert not (tmp_path / "absent.db").exists()
