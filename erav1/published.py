@@ -180,7 +180,7 @@ def describe_jpeg_copy(run_dir: str | os.PathLike, data_dir: str | os.PathLike =
     run_data = "CIFAR-10 (official pixels)" if official else f"{config['data']} (a subset or a split of it)"
     rows = [[name, data, percent(s["test_accuracy"], 2), percent(s["train_accuracy"], 2), s["hardware"],
              s["recipe"]["precision"]]
-            for name, data, s in ((f"`{run_dir.name}/`", run_data, run), ("published earlier", jpeg["data"], jpeg))]
+            for name, data, s in (("this run", run_data, run), ("published earlier", jpeg["data"], jpeg))]
     table = markdown_table(["run", "data", "test acc (final epoch)", "train acc", "hardware", "precision"], rows)
     if not (official and same_recipe(run, jpeg)):
         return Markdown(table + "\n\nThe two runs did not train the same recipe, seed and number of epochs on the "
