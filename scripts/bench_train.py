@@ -258,7 +258,7 @@ def main() -> None:
                     "rounds": args.rounds,
                     "warmup_batches": WARMUP_BATCHES,
                     "baseline_workers": args.workers,
-                    "data": Path(args.data).name + (f" ({data.contents})" if data.contents else ""),
+                    "data": data.source,  # what the pixels are, and where they were read from
                 },
                 "erav1": {"images_per_s": erav1_rate, "rounds": rounds["erav1"], "eval_images_per_s": eval_rate},
                 "baseline": {"images_per_s": baseline_rate, "rounds": rounds["baseline"]},
