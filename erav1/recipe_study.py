@@ -26,9 +26,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import TrialState
+from tqdm import TqdmWarning
+
+with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns on stderr in a notebook without ipywidgets
+    warnings.simplefilter("ignore", TqdmWarning)
+    import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
 
 from erav1.errors import Erav1Error
 from erav1.recipe_search import SEARCH_DIR, VAL_FRACTION

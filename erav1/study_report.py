@@ -6,8 +6,12 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import optuna
-from optuna.trial import FrozenTrial, TrialState
+from tqdm import TqdmWarning
+
+with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns on stderr in a notebook without ipywidgets
+    warnings.simplefilter("ignore", TqdmWarning)
+    import optuna
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from erav1.recipe_study import STORAGE, STUDY_NAME
 from erav1.utils.text import Markdown, markdown_table, percent
