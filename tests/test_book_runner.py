@@ -102,6 +102,21 @@ def test_the_full_profile_runs_the_chapters_as_stored_and_takes_no_changes(tmp_p
         assert nb.metadata["papermill"]["input_path"] == nb.metadata["papermill"]["output_path"] == f"book/{path.name}"
 
 
+def test_a_stale_injected_cell_from_an_earlier_execution_is_not_run(tmp_path):
+    """Papermill keeps an old injected-parameters cell when given no parameters; the runner drops it."""
+    book = make_book(tmp_path / "repo")
+    path = book.root / "book" / "02_second.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    stale = new_code_cell("epochs = 1")
+    stale.metadata["tags"] = ["injected-parameters", "remove-cell"]
+    nb.cells.insert(2, stale)
+    nbformat.write(nb, path)
+    run_book(book, "full", build=False, echo=lambda _: None)
+    executed = nbformat.read(path, as_version=4)
+    assert executed.cells[-1].outputs[0].text == "40\n", "the chapter's own epochs = 20, not the stale 1"
+    assert not [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+
+
 def test_smoke_profile_stages_and_full_profile_publishes(tmp_path):
     book = make_book(tmp_path / "repo")
     before = digests(book)

@@ -14,6 +14,7 @@ from typing import Any
 import nbformat
 
 from erav1.book.layout import BookError
+from erav1.book.tidy import INJECTED_TAG
 
 KERNEL = "python3"  # always named: a notebook naming an uninstalled kernel fails with NoSuchKernel
 
@@ -75,14 +76,34 @@ def describe_cell(source_nb: Path, executed: nbformat.NotebookNode, failed_sourc
     return f"{where} (`{first_line}`)"
 
 
+def drop_injected_cells(nb: nbformat.NotebookNode) -> None:
+    """Remove the injected-parameters cells an earlier execution left in ``nb``.
+
+    Papermill replaces such a cell only when it is given parameters. Given none (the full profile),
+    it would run the stale cell, and the previous execution's values would override the chapter's.
+    """
+    nb.cells = [c for c in nb.cells if INJECTED_TAG not in c.metadata.get("tags", [])]
+
+
 def execute_chapter(
     source: Path, output: Path, parameters: dict[str, Any], cwd: Path, package_root: Path, log_output: bool = False
 ) -> None:
     """Run ``source`` with ``parameters`` into ``output``; raise :class:`ChapterFailed` on the first error."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="erav1-chapter-") as clean_dir:
+        clean = Path(clean_dir) / source.name
+        nb = nbformat.read(source, as_version=4)
+        drop_injected_cells(nb)
+        nbformat.write(nb, clean)
+        _execute(clean, output, parameters, cwd, package_root, log_output)
+
+
+def _execute(
+    source: Path, output: Path, parameters: dict[str, Any], cwd: Path, package_root: Path, log_output: bool
+) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    output.parent.mkdir(parents=True, exist_ok=True)
     name = source.name
     try:
         with kernel_environment(package_root):
