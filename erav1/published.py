@@ -149,7 +149,8 @@ class ModelChoice:
         config = read_json(self.path / CONFIG) if (self.path / CONFIG).is_file() else {}
         done = (f" after {len(history)} of {config.get('epochs', len(history))} epochs, final test accuracy "
                 f"{percent(history[-1]['test_acc'], 2)}" if history and "test_acc" in history[-1] else "")
-        return Markdown(f"This chapter shows your own run in `{self.path.name}/`{done}.")
+        shown = self.path.name if self.path.is_absolute() else self.path.as_posix()  # never this machine's path
+        return Markdown(f"This chapter shows the run in `{shown}/`{done}.")
 
     def _repr_markdown_(self) -> str:
         return str(self.describe())

@@ -71,12 +71,13 @@ def draw_study(storage: str = STORAGE, name: str = STUDY_NAME) -> tuple[dict[str
     """Optuna's own plots of the study (the best value so far, every trial's curve, what mattered), and a note.
 
     A notebook shows every figure a cell leaves open, so chapter 3 calls this and sees the plots inline.
+    Without a study there is nothing to draw and the note is empty: ``describe_study`` has said so.
     """
     from optuna.visualization import matplotlib as plots
 
     study = load_existing_study(storage, name)
     if study is None or not study.trials:
-        return {}, Markdown(NO_STUDY)
+        return {}, Markdown("")
     figures = {
         "optimization_history": plots.plot_optimization_history,
         "intermediate_values": plots.plot_intermediate_values,
@@ -98,8 +99,9 @@ def save_study_plots(out: Path, storage: str = STORAGE, name: str = STUDY_NAME) 
     import matplotlib.pyplot as plt
 
     drawn, note = draw_study(storage, name)
-    if drawn:
-        out.mkdir(parents=True, exist_ok=True)
+    if not drawn:
+        return Markdown(NO_STUDY)
+    out.mkdir(parents=True, exist_ok=True)
     lines = []
     for figure_name, axes in drawn.items():
         path = out / f"{figure_name}.png"

@@ -96,6 +96,14 @@ def test_a_run_directory_or_a_weights_file_comes_before_the_published_run(tiny_r
     assert weights.kind == "weights" and "model.pt" in weights.describe()
 
 
+def test_a_run_is_named_by_the_path_the_chapter_gave_never_by_this_machines(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tiny_run.run_dir.parent.parent)
+    relative = Path(tiny_run.run_dir.parent.name) / tiny_run.run_dir.name
+    assert f"the run in `{relative.as_posix()}/` after 3 of 3 epochs" in published.choose_model(relative).describe()
+    absolute = published.choose_model(tiny_run.run_dir).describe()
+    assert f"the run in `{tiny_run.run_dir.name}/`" in absolute and str(tiny_run.run_dir.parent) not in absolute
+
+
 def test_in_a_clone_the_published_files_are_the_repositorys(tmp_path):
     assert published.clone_results() == RESULTS
     choice = published.choose_model(tmp_path / "no-run", None, tmp_path / "data")

@@ -234,5 +234,5 @@ def test_parameter_importances_are_drawn_once_accuracies_differ(tmp_path):
 def test_without_a_study_the_book_says_so_in_one_sentence(tmp_path):
     storage = f"sqlite:///{tmp_path / 'absent.db'}"
     assert describe_study(storage) == NO_STUDY == save_study_plots(tmp_path / "plots", storage)
-    assert draw_study(storage) == ({}, NO_STUDY)
+    assert draw_study(storage) == ({}, ""), "describe_study has said it; the chapter says it once"
     assert not (tmp_path / "absent.db").exists()
