@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from erav1.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError, UsageError
@@ -48,7 +49,7 @@ from erav1.utils.policies import (
 )
 from erav1.utils.tensorboard import TensorBoardLogger
 from erav1.utils.text import Markdown, markdown_table
-from erav1.utils.transforms import Augmentation, normalize
+from erav1.utils.transforms import CUTOUT_FILLS, Augmentation, normalize
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw: Any) -> Any:
@@ -61,6 +62,7 @@ class Config:
     """Everything that defines a training run. The CLI is generated from these fields."""
 
     model: str = _opt("resnet18", "model architecture", tuple(MODELS))
+    zero_init_residual: bool = _opt(False, "zero each residual block's last BatchNorm scale: blocks start as shortcuts")
     epochs: int = _opt(20, "number of training epochs")
     batch_size: int = _opt(512, "training batch size")
     optimizer: str = _opt("sgd", "optimizer", OPTIMIZERS)
@@ -72,10 +74,13 @@ class Config:
     scheduler: str = _opt("onecycle", "LR schedule, stepped every batch", SCHEDULERS)
     pct_start: float = _opt(0.25, "onecycle: fraction of training spent warming up")
     label_smoothing: float = _opt(0.1, "label smoothing of the cross-entropy loss")
+    ema_decay: float = _opt(0.0, "score and save a moving average of the weights with this decay per step (0: off)")
     crop_padding: int = _opt(4, "RandomCrop zero padding in px (0 turns cropping off)")
     flip: bool = _opt(True, "random horizontal flip")
     cutout_size: int = _opt(16, "Cutout square side in px (0 turns Cutout off)")
     cutout_p: float = _opt(1.0, "fraction of images that get Cutout")
+    cutout_fill: str = _opt("zero", "Cutout square colour: black, or the mean colour (0 once normalised)",
+                            CUTOUT_FILLS)
     seed: int = _opt(0, "random seed: model init, shuffling and augmentation")
     device: str = _opt("auto", "auto picks cuda, then mps, then cpu", DEVICES)
     precision: str = _opt("auto", "auto: bf16 where supported, fp16 on older GPUs, else fp32", PRECISIONS)
@@ -98,6 +103,7 @@ class Config:
         check_choice("scheduler", self.scheduler, SCHEDULERS)
         check_choice("device", self.device, DEVICES)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("cutout_fill", self.cutout_fill, CUTOUT_FILLS)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -107,6 +113,9 @@ class Config:
             raise UsageError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.val_fraction < 1:
             raise UsageError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.ema_decay < 1:
+            raise UsageError(f"ema_decay must be in [0, 1) (0 turns the EMA off; at 1 it would keep the initial "
+                             f"weights), got {self.ema_decay}")
         for name in ("label_smoothing", "cutout_p", "pct_start"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UsageError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
@@ -130,7 +139,11 @@ class Config:
 
     @property
     def augmentation(self) -> Augmentation:
-        return Augmentation(self.crop_padding, self.flip, self.cutout_size, self.cutout_p)
+        return Augmentation(self.crop_padding, self.flip, self.cutout_size, self.cutout_p, self.cutout_fill)
+
+    def new_model(self, num_classes: int) -> nn.Module:
+        """The untrained model of this recipe (its initial weights come from torch's global RNG)."""
+        return get_model(self.model, num_classes, zero_init_residual=self.zero_init_residual)
 
 
 # Options that may change between a run and its resumption without changing its result.
@@ -167,6 +180,19 @@ def training_batches(
         yield normalize(images[rows]).contiguous(memory_format=runtime.memory_format), labels[rows]
 
 
+def weight_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights, or None when ``decay`` is 0 (off).
+
+    ``use_buffers=True`` averages BatchNorm's running statistics along with the weights, so the average
+    is a model ready to evaluate: no extra pass over the training data to recompute its statistics
+    (as SWA's ``update_bn`` does). ``model`` is the module itself, never its DDP or compile wrapper, so
+    that the average's state_dict is a plain model's.
+    """
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train_one_epoch(
     model: nn.Module,
     dataset: ImageSet,
@@ -181,8 +207,9 @@ def train_one_epoch(
     epoch: int,
     progress: bool = True,
     dist: Distributed = SINGLE_PROCESS,
+    ema: AveragedModel | None = None,
 ) -> dict[str, float]:
-    """One pass over ``dataset`` (already on the device) in a seeded random order.
+    """One pass over ``dataset`` (already on the device) in a seeded random order; ``ema`` follows every step.
 
     Under torchrun every process draws the same order and augments the whole global batch with the
     same generator, so the random draws stay those of a single-process run, then trains on its own
@@ -208,6 +235,8 @@ def train_one_epoch(
         scaler.scale(loss if scale == 1 else loss * scale).backward()
         scaler.step(optimizer)
         scaler.update()
+        if ema is not None:  # DDP and torch.compile wrappers list their module's parameters and buffers, in order
+            ema.update_parameters(model)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
 
@@ -337,7 +366,7 @@ def _check_same_classes(checkpoint: dict[str, Any], source: Path, classes: list[
 
 def _restore(checkpoint: dict[str, Any], source: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-             generator: torch.Generator) -> list[dict[str, float]]:
+             generator: torch.Generator, ema: AveragedModel | None) -> list[dict[str, float]]:
     """Put every piece of training state back; return the history so far."""
     load_weights(model, checkpoint["model"], source)
     try:
@@ -346,6 +375,8 @@ def _restore(checkpoint: dict[str, Any], source: Path, model: nn.Module, optimiz
         scaler.load_state_dict(checkpoint["scaler"])
         generator.set_state(checkpoint["rng"]["generator"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
+        if ema is not None:
+            ema.load_state_dict(checkpoint["ema"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{source} does not match this run's training state ({exc})") from None
     return list(checkpoint["history"])
@@ -428,7 +459,9 @@ def _train(config: Config, run_dir: Path, checkpoint: dict[str, Any] | None, run
     if checkpoint is not None:
         _check_same_classes(checkpoint, run_dir / rundir.CHECKPOINT, data.classes, config.data)
     torch.manual_seed(config.seed)  # the same initial weights in every process
-    model = runtime.prepare(get_model(config.model, num_classes=len(data.classes)))
+    model = runtime.prepare(config.new_model(len(data.classes)))
+    ema = weight_ema(model, config.ema_decay)
+    scored = model if ema is None else ema.module  # the model that is evaluated and saved as model.pt
     steps_per_epoch = -(-len(data.train) // config.batch_size)
     optimizer, scheduler = _optimizer_and_schedule(config, model, config.epochs, steps_per_epoch)
     scaler = runtime.grad_scaler()
@@ -437,7 +470,8 @@ def _train(config: Config, run_dir: Path, checkpoint: dict[str, Any] | None, run
 
     history: list[dict[str, float]] = []  # the epochs saved in last.pt
     if checkpoint is not None:
-        history = _restore(checkpoint, run_dir / rundir.CHECKPOINT, model, optimizer, scheduler, scaler, generator)
+        history = _restore(checkpoint, run_dir / rundir.CHECKPOINT, model, optimizer, scheduler, scaler, generator,
+                           ema)
         say(f"resuming {run_dir} after epoch {len(history)}/{config.epochs}")
     train_model = dist.wrap(model, runtime.device, config.sync_bn)
     if config.compile:
@@ -469,13 +503,15 @@ def _train(config: Config, run_dir: Path, checkpoint: dict[str, Any] | None, run
             record = {"epoch": epoch}
             record |= train_one_epoch(
                 train_model, train_set, optimizer, scheduler, criterion, runtime, scaler,
-                config.augmentation, generator, config.batch_size, epoch, progress and dist.is_main, dist,
+                config.augmentation, generator, config.batch_size, epoch, progress and dist.is_main, dist, ema,
             )
-            dist.sync_buffers(model)  # evaluate, in every process, the model that rank 0 saves
-            scores = evaluate(model, eval_set, runtime, config.eval_batch_size, config.label_smoothing, dist)
+            dist.sync_buffers(scored)  # evaluate, in every process, the model that rank 0 saves
+            scores = evaluate(scored, eval_set, runtime, config.eval_batch_size, config.label_smoothing, dist)
             record |= {f"{eval_name}_loss": scores["loss"], f"{eval_name}_acc": scores["acc"]}
+            if ema is not None:
+                record["scored"] = "ema"  # the scores are the average's; train_loss and train_acc the trained model's
             if epoch == config.epochs and data.val is not None:
-                final = evaluate(model, data.test, runtime, config.eval_batch_size, config.label_smoothing, dist)
+                final = evaluate(scored, data.test, runtime, config.eval_batch_size, config.label_smoothing, dist)
                 record |= {"test_loss": final["loss"], "test_acc": final["acc"]}
             _check_finite_scores(record, steps_per_epoch)
             record["seconds"] = time.perf_counter() - start
@@ -492,7 +528,7 @@ def _train(config: Config, run_dir: Path, checkpoint: dict[str, Any] | None, run
                         "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
                         "history": history + [record],
                         "classes": data.classes,
-                    },
+                    } | ({} if ema is None else {"ema": ema.state_dict()}),
                     run_dir / rundir.CHECKPOINT,
                 )
             history.append(record)
@@ -514,8 +550,8 @@ def _train(config: Config, run_dir: Path, checkpoint: dict[str, Any] | None, run
             logger.close()
 
     if dist.is_main:
-        atomic_save(model.state_dict(), run_dir / rundir.WEIGHTS)
-    return FitResult(model, history, run_dir, data.classes)
+        atomic_save(scored.state_dict(), run_dir / rundir.WEIGHTS)
+    return FitResult(scored, history, run_dir, data.classes)
 
 
 def describe_config(config: Config) -> Markdown:
@@ -558,7 +594,7 @@ def describe_expected_time(config: Config, steps: int = 2) -> Markdown:
 def _burst_speed(config: Config, train: ImageSet, runtime: Runtime, steps: int) -> float:
     """Images per second of the recipe's training step: one warm-up batch, then ``steps`` timed batches."""
     torch.manual_seed(config.seed)
-    model = runtime.prepare(get_model(config.model, num_classes=len(train.classes)))
+    model = runtime.prepare(config.new_model(len(train.classes)))
     optimizer, scheduler = _optimizer_and_schedule(config, model, 1, steps + 1)
     generator = torch.Generator(device=runtime.device).manual_seed(config.seed)
     parts = (optimizer, scheduler, nn.CrossEntropyLoss(), runtime, runtime.grad_scaler(), config.augmentation,

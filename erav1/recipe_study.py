@@ -56,6 +56,12 @@ SPACE: dict[str, BaseDistribution] = {
     "decay_norm_and_bias": CategoricalDistribution([True, False]),
     "cutout_p": FloatDistribution(0.5, 1.0, step=0.25),
     "label_smoothing": FloatDistribution(0.0, 0.2, step=0.05),
+    "cutout_fill": CategoricalDistribution(["zero", "mean"]),
+    "zero_init_residual": CategoricalDistribution([False, True]),
+    # The EMA remembers about 1 / (1 - decay) steps: 100, 200 or 500, i.e. 1, 2 or 6 epochs of the 88 steps an
+    # epoch has at batch 512 (half as many epochs at 1024, twice as many at 256), of a 20-epoch run of 1760 steps.
+    # 0.999 (1000 steps, over half the run) would average in the weights of OneCycle's high-LR middle.
+    "ema_decay": CategoricalDistribution([0.0, 0.99, 0.995, 0.998]),
 }
 
 

@@ -76,3 +76,19 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path):
     out = erav1("train", "--resume", str(run_dir), "--epochs", "30", "--lr", "0.3")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "--epochs, --lr cannot change" in out.stderr
+
+
+def test_the_recipe_levers_are_documented_and_cannot_change_on_resume(tmp_path):
+    from erav1.utils.checkpoint import atomic_write_json
+
+    text = " ".join(erav1("train", "--help").stdout.split())
+    for flag in ("--cutout-fill {zero,mean}", "--zero-init-residual, --no-zero-init-residual", "--ema-decay EMA_DECAY"):
+        assert flag in text, flag
+    for name in ("cutout_fill", "zero_init_residual", "ema_decay"):
+        assert next(f.metadata["help"] for f in fields(Config) if f.name == name) in text, name
+    run_dir = tmp_path / "run"
+    atomic_write_json(Config(run_dir=str(run_dir)).to_saved_dict(), run_dir / "config.json")
+    out = erav1("train", "--resume", str(run_dir), "--cutout-fill", "mean", "--zero-init-residual",
+                "--ema-decay", "0.99")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--cutout-fill, --ema-decay, --zero-init-residual cannot change" in out.stderr

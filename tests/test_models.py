@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from erav1.errors import UsageError
-from erav1.models import MODELS, ResNet18, ResNet34, count_parameters, get_model
+from erav1.models import MODELS, BasicBlock, ResNet18, ResNet34, count_parameters, get_model
 
 
 def test_resnet18_has_the_published_parameter_count():
@@ -54,3 +54,32 @@ def test_get_model_by_name_and_unknown_name_lists_choices():
         get_model("vgg11")
     for name in MODELS:
         assert name in str(err.value)
+
+
+@pytest.mark.parametrize("build", [ResNet18, ResNet34, lambda **kw: get_model("resnet18", 10, **kw)])
+def test_zero_init_residual_starts_every_block_as_its_shortcut(build):
+    torch.manual_seed(0)
+    model = build(zero_init_residual=True).eval()
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) in (8, 16)
+    for block in blocks:
+        assert not block.bn2.weight.any()
+        assert block.bn1.weight.all(), "only the last BatchNorm of a block starts at 0"
+    assert model.bn1.weight.all() and all(b.shortcut[1].weight.all() for b in blocks if len(b.shortcut))
+    torch.manual_seed(0)
+    assert count_parameters(model) == count_parameters(build())
+    with torch.no_grad():
+        for block in (blocks[0], next(b for b in blocks if len(b.shortcut))):  # identity, then projection shortcut
+            x = torch.randn(2, block.conv1.in_channels, 8, 8)
+            assert torch.equal(block(x), torch.relu(block.shortcut(x)))
+
+
+def test_zero_init_residual_is_off_by_default_and_changes_no_other_weight():
+    torch.manual_seed(0)
+    default = ResNet18().state_dict()
+    torch.manual_seed(0)
+    zeroed = ResNet18(zero_init_residual=True).state_dict()
+    assert count_parameters(ResNet18(zero_init_residual=True)) == 11_173_962
+    changed = sorted(k for k in default if not torch.equal(default[k], zeroed[k]))
+    assert changed == sorted(f"layer{s}.{b}.bn2.weight" for s in range(1, 5) for b in range(2))
+    assert all(default[k].all() for k in changed), "by default the last BatchNorm scale is 1, as any other"

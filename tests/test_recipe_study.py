@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,9 @@ import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from erav1.recipe_study import StudySettings, open_study, run_study
+from erav1.main import Config
+from erav1.recipe_study import SPACE as STUDY_SPACE
+from erav1.recipe_study import StudySettings, open_study, reference_recipe, run_name, run_study
 from erav1.study_report import NO_STUDY, describe_study, draw_study, save_study_plots
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +133,9 @@ WORKER = """
 import json, sys
 from pathlib import Path
 from optuna.distributions import CategoricalDistribution
-from erav1.recipe_study import StudySettings, open_study, run_study
+from erav1.main import Config
+from erav1.recipe_study import SPACE as STUDY_SPACE
+from erav1.recipe_study import StudySettings, open_study, reference_recipe, run_name, run_study
 storage, data, cache, runs = sys.argv[1:]
 space = {"batch_size": CategoricalDistribution([64]), "lr": CategoricalDistribution([0.02, 0.05])}  # SPACE
 settings = StudySettings(data=data, runs=Path(runs), epochs=2, device="cpu", data_dir=cache,
@@ -236,3 +241,29 @@ def test_without_a_study_the_book_says_so_in_one_sentence(tmp_path):
     assert describe_study(storage) == NO_STUDY == save_study_plots(tmp_path / "plots", storage)
     assert draw_study(storage) == ({}, ""), "describe_study has said it; the chapter says it once"
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_the_reference_recipe_is_the_books_and_lies_in_the_search_space():
+    reference = reference_recipe()
+    assert reference == {name: getattr(Config(), name) for name in STUDY_SPACE}
+    assert (reference["cutout_fill"], reference["zero_init_residual"], reference["ema_decay"]) == ("zero", False, 0.0)
+    for name, distribution in STUDY_SPACE.items():
+        assert distribution._contains(distribution.to_internal_repr(reference[name])), name
+
+
+def test_every_recipe_of_the_space_names_its_own_run_directory():
+    """Names join ``key=value`` with ``+``: distinct, safe values per parameter make distinct, safe names."""
+
+    def values(distribution):
+        if isinstance(distribution, CategoricalDistribution):
+            return list(distribution.choices)
+        count = round((distribution.high - distribution.low) / distribution.step) + 1
+        return [round(distribution.low + i * distribution.step, 6) for i in range(count)]
+
+    longest = {}
+    for name, distribution in STUDY_SPACE.items():
+        names = [run_name({name: value}) for value in values(distribution)]
+        assert len(set(names)) == len(names), names
+        assert all(re.fullmatch(rf"{name}=[A-Za-z0-9.-]+", n) for n in names), names
+        longest[name] = max(values(distribution), key=lambda v, name=name: len(run_name({name: v})))
+    assert len(run_name(longest).encode()) <= 255, "a folder name longer than most filesystems allow"

@@ -3,11 +3,14 @@ from dataclasses import fields
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import erav1.main
 from erav1.errors import RunDirError, UsageError
 from erav1.main import Config, fit
 from erav1.utils import rundir
+from erav1.utils.data import load_data
+from erav1.utils.policies import Runtime
 from tests.conftest import tiny_config
 
 TIMING = {"seconds", "train_seconds", "images_per_s"}
@@ -96,6 +99,9 @@ def test_resuming_with_changed_settings_is_refused(tiny_run, cifar_zip, cache_di
         ("precision", "int8", "auto, fp32, bf16, fp16"),
         ("epochs", -1, "epochs must be at least 1"),
         ("cutout_p", 1.5, "cutout_p must be between 0 and 1"),
+        ("cutout_fill", "grey", "unknown cutout_fill 'grey'; choose one of: zero, mean"),
+        ("ema_decay", 1.0, r"ema_decay must be in \[0, 1\) \(0 turns the EMA off.*got 1.0"),
+        ("ema_decay", -0.1, r"ema_decay must be in \[0, 1\).*got -0.1"),
     ],
 )
 def test_config_rejects_bad_values_with_the_choices(option, value, expected):
@@ -156,3 +162,97 @@ def test_the_multi_tensor_optimizer_step_leaves_the_weights_bit_for_bit_the_same
     multi, loop = train(foreach=True), train(foreach=False)
     unequal = [k for k in loop if not torch.equal(multi[k], loop[k])]
     assert not unequal, f"{len(unequal)} tensors differ, e.g. {unequal[:3]}"
+
+
+# --- the EMA of the weights ------------------------------------------------------------------------------------
+
+# 4 steps an epoch, and a short memory, so that every step shows in the average
+EMA = dict(ema_decay=0.5, epochs=2, batch_size=64, subset=256)
+
+
+@pytest.fixture(scope="module")
+def ema_run(cifar_zip, cache_dir, tmp_path_factory):
+    """A finished run with the EMA on, and the trained model's state (weights and buffers) after every step."""
+    steps, models = [], []
+    real_weight_ema = erav1.main.weight_ema
+
+    def spy(model, decay):
+        models.append(model)
+        return real_weight_ema(model, decay)
+
+    def after_step(optimizer, args, kwargs):
+        steps.append({k: v.detach().clone() for k, v in models[-1].state_dict().items()})
+
+    erav1.main.weight_ema = spy
+    handle = register_optimizer_step_post_hook(after_step)
+    try:
+        result = fit(tiny_config(cifar_zip, cache_dir, tmp_path_factory.mktemp("ema-run"), **EMA), progress=False)
+    finally:
+        handle.remove()
+        erav1.main.weight_ema = real_weight_ema
+    return result, steps
+
+
+def test_the_ema_is_scored_and_saved_and_is_the_average_of_every_step(ema_run, cifar_zip, cache_dir):
+    result, steps = ema_run
+    assert len(steps) == 2 * 4
+    expected = dict(steps[0])  # AveragedModel starts from the first step's weights, then decays towards each next
+    for state in steps[1:]:
+        expected = {k: EMA["ema_decay"] * v + (1 - EMA["ema_decay"]) * state[k] if v.is_floating_point() else v
+                    for k, v in expected.items()}
+    saved = torch.load(result.run_dir / rundir.WEIGHTS, weights_only=True)
+    floats = [k for k, v in saved.items() if v.is_floating_point()]  # not num_batches_tracked, unused by training
+    assert len(floats) == len(saved) - 20 and any("running_var" in k for k in floats)
+    for k in floats:
+        torch.testing.assert_close(saved[k], expected[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert not torch.allclose(saved["linear.weight"], steps[-1]["linear.weight"]), "model.pt is the average"
+    checkpoint = torch.load(result.run_dir / rundir.CHECKPOINT, weights_only=True)
+    assert all(torch.equal(checkpoint["model"][k], steps[-1][k]) for k in floats), "last.pt keeps the trained model"
+    assert checkpoint["ema"]["n_averaged"] == 8
+    assert all(torch.equal(checkpoint["ema"][f"module.{k}"], saved[k]) for k in saved)
+
+    assert [r["scored"] for r in result.history] == ["ema", "ema"]
+    runtime = Runtime.create("cpu", "fp32")
+    test_set = load_data(str(cifar_zip), cache_dir, subset=EMA["subset"], verbose=False).test
+    scores = erav1.main.evaluate(runtime.prepare(result.model), test_set, runtime, label_smoothing=0.1)
+    assert all(torch.equal(v, saved[k]) for k, v in result.model.state_dict().items())
+    assert result.final["test_acc"] == scores["acc"], "the history scores the average, not the trained model"
+    assert result.final["test_loss"] == pytest.approx(scores["loss"], rel=1e-6)
+
+
+def test_a_run_without_ema_saves_no_average_and_records_nothing_new(tiny_run):
+    assert "scored" not in tiny_run.history[-1]
+    assert "ema" not in torch.load(tiny_run.run_dir / rundir.CHECKPOINT, weights_only=True)
+
+
+def test_resume_with_ema_matches_an_uninterrupted_run(ema_run, cifar_zip, cache_dir, tmp_path, monkeypatch):
+    reference, _ = ema_run
+    config = tiny_config(cifar_zip, cache_dir, tmp_path / "interrupted", **EMA)
+    calls = {"n": 0}
+    real_evaluate = erav1.main.evaluate
+
+    def evaluate_then_interrupt(*args, **kwargs):  # Ctrl-C during epoch 2, after its steps have moved the EMA
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(erav1.main, "evaluate", evaluate_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, progress=False)
+    monkeypatch.setattr(erav1.main, "evaluate", real_evaluate)
+    config.resume = True
+    resumed = fit(config, progress=False)
+    assert without_timing(resumed.history) == without_timing(reference.history)
+    want = torch.load(reference.run_dir / rundir.WEIGHTS, weights_only=True)
+    got = torch.load(tmp_path / "interrupted" / rundir.WEIGHTS, weights_only=True)
+    assert [k for k in want if not torch.equal(want[k], got[k])] == []
+
+
+@pytest.mark.parametrize(("option", "value"), [("ema_decay", 0.9), ("zero_init_residual", True),
+                                               ("cutout_fill", "mean")])
+def test_resuming_with_another_lever_is_refused(ema_run, cifar_zip, cache_dir, option, value):
+    run_dir = ema_run[0].run_dir
+    config = tiny_config(cifar_zip, cache_dir, run_dir, resume=True, **(EMA | {option: value}))
+    with pytest.raises(RunDirError, match=f"{option}: .* -> {value!r}"):
+        fit(config, progress=False)

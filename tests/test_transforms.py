@@ -1,11 +1,13 @@
 import pytest
 import torch
 
+from erav1.errors import UsageError
 from erav1.utils.transforms import (
     CIFAR10_MEAN,
     Augmentation,
     cutout,
     denormalize,
+    describe_augmentation,
     normalize,
     random_crop,
     random_horizontal_flip,
@@ -74,6 +76,35 @@ def test_cutout_probability_applies_to_that_fraction():
     out = cutout(images, 16, torch.Generator().manual_seed(3), p=0.5)
     cut = (out == 0).flatten(1).any(1)
     assert 430 < int(cut.sum()) < 570
+
+
+def test_cutout_mean_fill_is_the_mean_colour_which_normalises_to_zero_in_the_same_squares():
+    images = torch.randint(0, 256, (200, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    zero = cutout(images, 16, torch.Generator().manual_seed(4), p=0.5)
+    mean = cutout(images, 16, torch.Generator().manual_seed(4), p=0.5, fill="mean")
+    cut = (zero != images).any(1, keepdim=True)  # a random pixel is almost never (0, 0, 0) already
+    assert 0 < int(cut.flatten(1).any(1).sum()) < 200
+    assert torch.equal((mean != images).any(1, keepdim=True), cut), "the same squares, whatever the fill"
+    expected = torch.tensor([round(255 * m) for m in CIFAR10_MEAN], dtype=torch.uint8).view(1, 3, 1, 1)
+    assert bool((mean == expected).masked_select(cut.expand_as(mean)).all()), "every cut pixel is the mean colour"
+    assert bool((zero == 0).masked_select(cut.expand_as(zero)).all()), "fill 'zero' is still black"
+    normalised = normalize(mean).permute(1, 0, 2, 3)[:, cut[:, 0]]  # (channel, cut pixels)
+    assert normalised.abs().max() < 0.01, "the mean colour is 0 once normalised, in every channel"
+    floats = cutout(images.float() / 255, 16, torch.Generator().manual_seed(4), p=0.5, fill="mean")
+    assert normalize(floats).permute(1, 0, 2, 3)[:, cut[:, 0]].abs().max() < 1e-6
+    with pytest.raises(UsageError, match="choose one of: zero, mean"):
+        cutout(images, 16, torch.Generator(), fill="grey")
+
+
+def test_augmentation_passes_its_cutout_fill_and_the_book_says_which():
+    images = torch.full((64, 3, 32, 32), 7, dtype=torch.uint8)
+    mean_fill = Augmentation(crop_padding=0, flip=False, cutout_fill="mean")
+    out = mean_fill(images, torch.Generator().manual_seed(6))
+    assert {tuple(p) for p in out.permute(0, 2, 3, 1).reshape(-1, 3).tolist()} == {
+        (7, 7, 7), tuple(round(255 * m) for m in CIFAR10_MEAN)
+    }
+    assert "set to zero" in describe_augmentation(Augmentation())
+    assert "filled with the mean colour" in describe_augmentation(mean_fill)
 
 
 def test_augmentation_is_reproducible_from_a_seed_and_independent_across_samples():

@@ -38,7 +38,11 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, num_blocks: list[int], num_classes: int = 10) -> None:
+    """``zero_init_residual`` zeroes the last BatchNorm scale of every block (Goyal et al., 2017), so that
+    each block starts as its shortcut and the untrained network as a shallower one, which trains more
+    easily at large batch sizes; torchvision's ResNet has the same option."""
+
+    def __init__(self, num_blocks: list[int], num_classes: int = 10, *, zero_init_residual: bool = False) -> None:
         super().__init__()
         self.in_planes = 64
         self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
@@ -49,6 +53,10 @@ class ResNet(nn.Module):
         self.layer4 = self._make_layer(512, num_blocks[3], stride=2)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(512, num_classes)
+        if zero_init_residual:
+            for block in self.modules():
+                if isinstance(block, BasicBlock):
+                    nn.init.zeros_(block.bn2.weight)
 
     def _make_layer(self, planes: int, num_blocks: int, stride: int) -> nn.Sequential:
         layers = []
@@ -63,9 +71,9 @@ class ResNet(nn.Module):
         return self.linear(torch.flatten(self.pool(out), 1))
 
 
-def ResNet18(num_classes: int = 10) -> ResNet:
-    return ResNet([2, 2, 2, 2], num_classes)
+def ResNet18(num_classes: int = 10, *, zero_init_residual: bool = False) -> ResNet:
+    return ResNet([2, 2, 2, 2], num_classes, zero_init_residual=zero_init_residual)
 
 
-def ResNet34(num_classes: int = 10) -> ResNet:
-    return ResNet([3, 4, 6, 3], num_classes)
+def ResNet34(num_classes: int = 10, *, zero_init_residual: bool = False) -> ResNet:
+    return ResNet([3, 4, 6, 3], num_classes, zero_init_residual=zero_init_residual)

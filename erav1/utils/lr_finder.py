@@ -32,7 +32,6 @@ from tqdm import tqdm
 
 from erav1.errors import UsageError
 from erav1.main import Config, training_batches
-from erav1.models import get_model
 from erav1.utils.data import ImageSet, load_data
 from erav1.utils.policies import Runtime, build_optimizer
 from erav1.utils.text import Markdown
@@ -141,7 +140,7 @@ def run_lr_range_test(
         train = load_data(config.data, config.data_dir, config.subset, config.val_fraction, config.resize).train
     with torch.random.fork_rng(devices=[]):  # the weights are drawn on the CPU, then moved
         torch.manual_seed(config.seed)
-        model = runtime.prepare(get_model(config.model, num_classes=len(train.classes)))
+        model = runtime.prepare(config.new_model(len(train.classes)))
     optimizer = build_optimizer(config.optimizer, model, start_lr, config.weight_decay, config.momentum,
                                 config.nesterov, config.decay_norm_and_bias)
     amp = runtime.autocast_config()

@@ -253,7 +253,7 @@ def plot_augmentations(
         columns.append(("horizontal flip", random_horizontal_flip(batch, generator, p=1.0)))
     if augmentation.cutout_size:
         size = augmentation.cutout_size
-        columns.append((f"Cutout {size}x{size}", cutout(batch, size, generator, p=1.0)))
+        columns.append((f"Cutout {size}x{size}", cutout(batch, size, generator, 1.0, augmentation.cutout_fill)))
     columns += [(f"all, draw {v + 1}", augmentation(batch, generator)) for v in range(n_views)]
     fig, axes = _figure(len(batch), len(columns), figsize=(1.6 * len(columns), 1.7 * len(batch) + 0.3), style="white")
     for col, (title, views) in enumerate(columns):

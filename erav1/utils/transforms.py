@@ -14,11 +14,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from erav1.utils.policies import check_choice
 from erav1.utils.text import Markdown, percent
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+# The mean colour as uint8 pixels: what normalize() maps to (about) 0.
+CIFAR10_MEAN_UINT8 = tuple(round(255 * m) for m in CIFAR10_MEAN)
 FLIP_P = 0.5  # probability of a horizontal flip
+CUTOUT_FILLS = ("zero", "mean")  # what Cutout's square holds: black, or the mean colour
 
 
 def _stats(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,13 +87,18 @@ def random_horizontal_flip(
 
 @_batched
 def cutout(
-    images: torch.Tensor, size: int, generator: torch.Generator, p: float = 1.0
+    images: torch.Tensor, size: int, generator: torch.Generator, p: float = 1.0, fill: str = "zero"
 ) -> torch.Tensor:
-    """Cutout (DeVries & Taylor, 2017): zero a ``size`` x ``size`` square per image.
+    """Cutout (DeVries & Taylor, 2017): blank a ``size`` x ``size`` square per image.
 
     The centre is uniform over the image, so the square is clipped at the
     borders.  With ``p < 1`` only that fraction of images is cut; the random
     draws are the same either way, so a seed means the same squares.
+
+    ``fill="zero"`` makes the square black.  ``fill="mean"`` gives it the mean
+    colour, which is 0 after :func:`normalize`: what the paper gets by zeroing
+    the normalised tensor, and the course's ``CoarseDropout(fill_value=mean)``.
+    The fill changes no random draw, so a seed cuts the same squares.
     """
     n, _, h, w = images.shape
     device = images.device
@@ -102,7 +111,11 @@ def cutout(
     in_rows = (ys >= top) & (ys < top + size)
     in_cols = (xs >= left) & (xs < left + size)
     mask = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]
-    return images.masked_fill(mask[:, None], 0)
+    if check_choice("cutout fill", fill, CUTOUT_FILLS) == "zero":
+        return images.masked_fill(mask[:, None], 0)
+    mean = CIFAR10_MEAN_UINT8 if images.dtype == torch.uint8 else CIFAR10_MEAN  # floats: in [0, 1], as normalize
+    colour = torch.tensor(mean, dtype=images.dtype, device=device).view(1, -1, 1, 1)
+    return torch.where(mask[:, None], colour, images)
 
 
 @dataclass(frozen=True)
@@ -113,14 +126,18 @@ class Augmentation:
     flip: bool = True
     cutout_size: int = 16
     cutout_p: float = 1.0
+    cutout_fill: str = "zero"
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images = random_crop(images, self.crop_padding, generator)
         if self.flip:
             images = random_horizontal_flip(images, generator)
         if self.cutout_size > 0 and self.cutout_p > 0:
-            images = cutout(images, self.cutout_size, generator, self.cutout_p)
+            images = cutout(images, self.cutout_size, generator, self.cutout_p, self.cutout_fill)
         return images
+
+
+_FILLED = {"zero": "set to zero", "mean": "filled with the mean colour"}
 
 
 def describe_augmentation(augmentation: Augmentation, image_size: int = 32) -> Markdown:
@@ -135,8 +152,8 @@ def describe_augmentation(augmentation: Augmentation, image_size: int = 32) -> M
         parts.append(f"it is mirrored left-right with probability {percent(FLIP_P, 0)}")
     if size and augmentation.cutout_p:
         parts.append(f"a {size}x{size} square, at most {percent(size ** 2 / image_size ** 2, 0)} of the pixels, "
-                     f"is set to zero in {percent(augmentation.cutout_p, 0)} of the images (centred anywhere, "
-                     "so it is clipped at the borders)")
+                     f"is {_FILLED[augmentation.cutout_fill]} in {percent(augmentation.cutout_p, 0)} of the images "
+                     "(centred anywhere, so it is clipped at the borders)")
     variants = shifts * (2 if augmentation.flip else 1) * (image_size ** 2 if size and augmentation.cutout_p else 1)
     return Markdown(
         "Every time a training image is drawn, " + "; ".join(parts) + ". "
