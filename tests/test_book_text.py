@@ -10,7 +10,7 @@ from erav1.utils.data import DataSplits, ImageSet, describe_splits
 from erav1.utils.policies import describe_schedule, lr_trajectory
 from erav1.utils.rundir import describe_history
 from erav1.utils.text import Markdown, markdown_table
-from erav1.utils.transforms import Augmentation, describe_augmentation
+from erav1.utils.transforms import Augmentation, describe_augmentation, describe_cutout_fill
 
 
 def test_markdown_renders_in_notebooks_and_prints_as_text():
@@ -40,6 +40,14 @@ def test_describe_augmentation_derives_its_numbers_from_the_recipe():
     assert f"{81 * 2 * 32 * 32:,} different versions" in text
     assert "Cutout" not in describe_augmentation(Augmentation(cutout_size=0)) and "square" not in (
         describe_augmentation(Augmentation(cutout_size=0)))
+
+
+def test_the_cutout_fill_text_names_the_recipes_fill_and_the_measured_offsets():
+    black = describe_cutout_fill(Augmentation())
+    assert '`cutout_fill="zero"`' in black and "published runs were trained with" in black
+    assert "1.7 to 2.0 standard deviations below" in black and "RGB 125, 123, 114" in black
+    chosen = describe_cutout_fill(Augmentation(cutout_fill="mean"))
+    assert '`cutout_fill="mean"`' in chosen and "chose on validation data" in chosen
 
 
 def test_stems_and_parameters_are_measured():

@@ -13,7 +13,7 @@ from erav1.utils.evaluation import EvaluationReport, Predictions
 from erav1.utils.gradcam import feature_map_shapes, gradcam_misclassified
 from erav1.utils.misclassified import find_misclassified
 from erav1.utils.policies import Runtime
-from erav1.utils.transforms import Augmentation
+from erav1.utils.transforms import CIFAR10_MEAN_UINT8, Augmentation
 
 CPU = Runtime.create("cpu", "fp32")
 
@@ -151,6 +151,18 @@ def test_augmentations_use_the_training_transforms(test_images):
     plain = plots.plot_augmentations(images[0], Augmentation(crop_padding=0, flip=False, cutout_size=0), n_views=1)
     assert len(plain.axes) == 2
     assert np.array_equal(plain.axes[1].images[0].get_array(), as_hwc[0])
+
+
+def test_cutout_fills_cut_the_same_square_black_and_in_the_mean_colour(test_images):
+    images = test_images.images[:2]
+    grid = np.array(plots.plot_cutout_fills(images, size=16, seed=3).axes).reshape(2, 3)
+    assert [ax.get_title() for ax in grid[0]] == ["original", "Cutout, zero fill", "Cutout, mean fill"]
+    for row in range(2):
+        original, black, mean = (grid[row, col].images[0].get_array() for col in range(3))
+        cut_black, cut_mean = (black != original).any(axis=-1), (mean != original).any(axis=-1)
+        assert cut_black.sum() >= 8 * 8 and (black[cut_black] == 0).all()
+        assert np.array_equal(cut_black, cut_mean), "the same square, only the fill differs"
+        assert (mean[cut_mean] == CIFAR10_MEAN_UINT8).all()
 
 
 def test_feature_map_sizes():

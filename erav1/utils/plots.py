@@ -27,7 +27,7 @@ from erav1.utils.evaluation import EvaluationReport
 from erav1.utils.gradcam import CAM_METHODS, MIN_MAP_SIZE, GradCamResult, overlay
 from erav1.utils.lr_finder import LRRangeTest
 from erav1.utils.misclassified import Misclassified
-from erav1.utils.transforms import Augmentation, cutout, random_crop, random_horizontal_flip
+from erav1.utils.transforms import CUTOUT_FILLS, Augmentation, cutout, random_crop, random_horizontal_flip
 
 History = Sequence[dict[str, float]]
 
@@ -255,12 +255,32 @@ def plot_augmentations(
         size = augmentation.cutout_size
         columns.append((f"Cutout {size}x{size}", cutout(batch, size, generator, 1.0, augmentation.cutout_fill)))
     columns += [(f"all, draw {v + 1}", augmentation(batch, generator)) for v in range(n_views)]
-    fig, axes = _figure(len(batch), len(columns), figsize=(1.6 * len(columns), 1.7 * len(batch) + 0.3), style="white")
+    return _image_columns(columns, 1.6, interpolation)
+
+
+def _image_columns(columns: list[tuple[str, torch.Tensor]], width: float, interpolation: str) -> Figure:
+    """A grid with one titled column per ``(title, batch)``, one row per image of the batches."""
+    rows = len(columns[0][1])
+    fig, axes = _figure(rows, len(columns), figsize=(width * len(columns), 1.7 * rows + 0.3), style="white")
     for col, (title, views) in enumerate(columns):
         axes[0, col].set_title(title, fontsize=9)
-        for row in range(len(batch)):
+        for row in range(rows):
             _show_image(axes[row, col], views[row], interpolation)
     return fig
+
+
+def plot_cutout_fills(images: torch.Tensor, size: int = 16, seed: int = 0, interpolation: str = "nearest") -> Figure:
+    """The same Cutout squares (same seed) filled both ways: black, and the mean colour.
+
+    Columns: the original, then one column per fill in :data:`CUTOUT_FILLS`, so the reader
+    compares the fills, not two different squares.
+    """
+    batch = images.unsqueeze(0) if images.dim() == 3 else images
+    columns = [("original", batch)] + [
+        (f"Cutout, {fill} fill", cutout(batch, size, torch.Generator(device=batch.device).manual_seed(seed), 1.0, fill))
+        for fill in CUTOUT_FILLS
+    ]
+    return _image_columns(columns, 1.8, interpolation)
 
 
 def plot_feature_map_sizes(

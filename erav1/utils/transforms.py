@@ -159,3 +159,23 @@ def describe_augmentation(augmentation: Augmentation, image_size: int = 32) -> M
         "Every time a training image is drawn, " + "; ".join(parts) + ". "
         f"That is up to {variants:,} different versions of each picture, and a new one every epoch."
     )
+
+
+def describe_cutout_fill(augmentation: Augmentation) -> Markdown:
+    """Which colour the recipe's Cutout square has, what each fill feeds the network, and why this one."""
+    mean = ", ".join(str(v) for v in CIFAR10_MEAN_UINT8)
+    below = [m / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD, strict=True)]  # black, in standard deviations
+    why = {
+        "zero": "the fill the published runs were trained with. Which fill trains the better model in 20 epochs is a "
+                "question for validation data, never the test set: chapter 3's recipe study searches "
+                "`cutout_fill`, and the book switches only when the study's validation accuracy says so.",
+        "mean": "the fill that chapter 3's recipe study chose on validation data, never on the test set.",
+    }[augmentation.cutout_fill]
+    return Markdown(
+        "The two fills differ in what the network sees where the square is. A black square is 0 in the stored "
+        f"image, which normalisation turns into {min(below):.1f} to {max(below):.1f} standard deviations below the "
+        f"mean in each channel, a strong and unusual input. The mean colour (RGB {mean}) becomes 0 after "
+        "normalisation, as in DeVries & Taylor's Cutout (they zero the normalised tensor) and the course's "
+        f"`CoarseDropout(fill_value=mean)`. This book's recipe uses **`cutout_fill=\"{augmentation.cutout_fill}\"`**: "
+        + why
+    )
