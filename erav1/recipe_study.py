@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -119,7 +120,7 @@ def open_study(
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
         )
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-    return optuna.create_study(
+    study = optuna.create_study(
         storage=rdb,
         study_name=name,
         direction="maximize",
@@ -127,6 +128,26 @@ def open_study(
         sampler=sampler,
         pruner=pruner or default_pruner(),
     )
+    return one_ask_at_a_time(study)
+
+
+def one_ask_at_a_time(study: optuna.Study) -> optuna.Study:
+    """Make the ``n_jobs`` threads of this process take queued trials one at a time.
+
+    Optuna takes a queued trial (the reference recipe, a retried stale one) by reading it as waiting and
+    then marking it running, under a row lock that SQLite does not have (optuna#4002). Two threads
+    could both take it, and train the same recipe twice into one run directory. A lock around
+    ``ask`` closes the race in this process; several processes or machines need a server database
+    (PostgreSQL, MySQL), whose row locks Optuna uses.
+    """
+    lock, ask = threading.Lock(), study.ask
+
+    def locked_ask(*args: Any, **kwargs: Any) -> optuna.Trial:
+        with lock:
+            return ask(*args, **kwargs)
+
+    study.ask = locked_ask  # type: ignore[method-assign]  # optimize() asks through the instance
+    return study
 
 
 def reference_recipe(space: Mapping[str, BaseDistribution] = SPACE) -> dict[str, Any]:

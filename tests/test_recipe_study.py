@@ -74,6 +74,30 @@ def tiny_study(tiny_zip, cache_dir, tmp_path_factory) -> tuple[str, optuna.Study
     return storage, study
 
 
+def test_two_threads_never_take_the_same_queued_trial(tmp_path, monkeypatch):
+    """Optuna marks a queued trial running by reading its row and writing it back; on SQLite nothing
+    locks the row in between (optuna#4002). The window is widened here to 0.3 s: without the lock
+    around ``ask`` both threads take trial 0, train it twice, and leave trial 1 queued."""
+    from optuna.storages._rdb import models
+
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}", seed=0)
+    for lr in (0.02, 0.05):
+        study.enqueue_trial({"batch_size": 64, "lr": lr})
+    find = models.TrialModel.find_or_raise_by_id
+
+    def slow_find(trial_id, session, for_update=False):
+        row = find(trial_id, session, for_update=for_update)
+        if for_update:
+            time.sleep(0.3)
+        return row
+
+    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", staticmethod(slow_find))
+    taken = []
+    study.optimize(lambda t: taken.append((t.number, t.suggest_categorical("lr", [0.02, 0.05]))) or 0.0,
+                   n_trials=2, n_jobs=2)
+    assert sorted(taken) == [(0, 0.02), (1, 0.05)]
+
+
 @pytest.mark.slow
 def test_trials_run_erav1_train_and_report_every_epoch_of_its_history(tiny_study):
     _, study = tiny_study
