@@ -45,12 +45,12 @@ def test_seeded_cpu_runs_are_deterministic(tiny_run, cifar_zip, cache_dir, tmp_p
     assert without_timing(again.history) == without_timing(tiny_run.history)
 
 
-def test_resume_after_interrupt_matches_an_uninterrupted_run(tiny_run, cifar_zip, cache_dir, tmp_path, monkeypatch):
-    config = tiny_config(cifar_zip, cache_dir, tmp_path / "interrupted")
+def interrupt_in_epoch_2(config, monkeypatch) -> None:
+    """Train ``config`` and press Ctrl-C during epoch 2, after its training steps, before its evaluation."""
     calls = {"n": 0}
     real_evaluate = erav1.main.evaluate
 
-    def evaluate_then_interrupt(*args, **kwargs):  # Ctrl-C during epoch 2, after its training steps
+    def evaluate_then_interrupt(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
@@ -60,6 +60,11 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tiny_run, cifar_zip
     with pytest.raises(KeyboardInterrupt):
         fit(config, progress=False)
     monkeypatch.setattr(erav1.main, "evaluate", real_evaluate)
+
+
+def test_resume_after_interrupt_matches_an_uninterrupted_run(tiny_run, cifar_zip, cache_dir, tmp_path, monkeypatch):
+    config = tiny_config(cifar_zip, cache_dir, tmp_path / "interrupted")
+    interrupt_in_epoch_2(config, monkeypatch)
     assert len(json.loads((tmp_path / "interrupted" / rundir.HISTORY).read_text())) == 1
 
     with pytest.raises(RunDirError, match=r"--resume.*--overwrite"):
@@ -228,19 +233,7 @@ def test_a_run_without_ema_saves_no_average_and_records_nothing_new(tiny_run):
 def test_resume_with_ema_matches_an_uninterrupted_run(ema_run, cifar_zip, cache_dir, tmp_path, monkeypatch):
     reference, _ = ema_run
     config = tiny_config(cifar_zip, cache_dir, tmp_path / "interrupted", **EMA)
-    calls = {"n": 0}
-    real_evaluate = erav1.main.evaluate
-
-    def evaluate_then_interrupt(*args, **kwargs):  # Ctrl-C during epoch 2, after its steps have moved the EMA
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(erav1.main, "evaluate", evaluate_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        fit(config, progress=False)
-    monkeypatch.setattr(erav1.main, "evaluate", real_evaluate)
+    interrupt_in_epoch_2(config, monkeypatch)  # after its steps have moved the EMA
     config.resume = True
     resumed = fit(config, progress=False)
     assert without_timing(resumed.history) == without_timing(reference.history)
