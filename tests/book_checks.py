@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
 # Figures each chapter must show, in order of appearance.
 EXPECTED_FIGURES = {
-    "01_data": 2,  # samples per class, augmentations
+    "01_data": 3,  # samples per class, augmentations, the two Cutout fills
     "02_model": 1,  # feature-map sizes
     "03_training": 4,  # LR range test, loss, accuracy, learning rate
     "04_evaluation": 2,  # class accuracy, confusion matrix
