@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, fields
@@ -113,9 +114,25 @@ def _resume_config(args: argparse.Namespace) -> Config:
     return Config.from_dict(values)
 
 
+# torchrun ends every process as soon as one exits, so a rank that exits first can cut rank 0 off before it reports
+# the error they share; the others wait this long for rank 0 to report and end them, then report it themselves.
+RANK_ZERO_REPORT_WAIT_S = 30.0
+
+
 def _rank_zero() -> bool:
     """Under torchrun every process ends the same way; rank 0 alone reports it."""
     return os.environ.get("RANK", "0") == "0"
+
+
+def _report(exc: Erav1Error) -> int:
+    """Print ``exc`` once per run: from rank 0, or from another rank whose error rank 0 did not share."""
+    if not _rank_zero():
+        try:
+            time.sleep(RANK_ZERO_REPORT_WAIT_S)
+        except KeyboardInterrupt:  # torchrun ended this process after rank 0 exited, having reported
+            return 130
+    print(f"erav1: error: {exc}", file=sys.stderr)
+    return 2
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -264,9 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except Erav1Error as exc:
-        if _rank_zero():
-            print(f"erav1: error: {exc}", file=sys.stderr)
-        return 2
+        return _report(exc)
     except KeyboardInterrupt:
         return 130
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from erav1 import cli
 from erav1.errors import UsageError
 from erav1.main import evaluate
 from erav1.models import get_model
@@ -237,6 +238,26 @@ def test_a_batch_that_does_not_split_is_refused_once(cifar_zip, tmp_path):
         "erav1: error: --batch-size 33 is the global batch and must split evenly among the 2 "
         "processes torchrun started; use a multiple of 2, such as 32 or 34"
     ], result.stderr[-3000:]
+
+
+def test_another_rank_waits_for_rank_0_to_report_a_shared_error_and_reports_its_own(monkeypatch, capsys):
+    """torchrun ends every process once one exits: a rank that exits first must not cut rank 0's report off."""
+    waits = []
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(cli.time, "sleep", waits.append)  # rank 0 never ends this process: the error is rank 1's
+    assert cli.main(["train", "--resume", "/no/such/run"]) == 2
+    assert waits == [cli.RANK_ZERO_REPORT_WAIT_S]
+    assert capsys.readouterr().err.count("erav1: error: nothing to resume") == 1
+
+
+def test_another_rank_ended_by_torchrun_while_it_waits_stays_silent(monkeypatch, capsys):
+    def ended_by_torchrun(seconds):
+        raise KeyboardInterrupt  # what cli's SIGTERM handler raises
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(cli.time, "sleep", ended_by_torchrun)
+    assert cli.main(["train", "--resume", "/no/such/run"]) == 130
+    assert capsys.readouterr().err == ""
 
 
 # --- the pieces, in one process ------------------------------------------------------------------------------
