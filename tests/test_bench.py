@@ -56,6 +56,7 @@ def test_bench_script_measures_both_loops_and_writes_its_json(cifar_zip, cache_d
     assert bench["ratio"] == pytest.approx(erav1 / baseline)
     assert result.stdout.strip().splitlines()[-2] == f"ratio: {bench['ratio']:.2f}"
     assert bench["settings"]["batch_size"] == 16 and bench["environment"]["device"] == "cpu"
+    assert bench["settings"]["compile"] is False and bench["full_run"]["final_test_acc"] is None
     estimate = 20 * (50_000 / erav1 + 10_000 / bench["erav1"]["eval_images_per_s"])
     assert bench["full_run"]["estimated_s"] == pytest.approx(estimate) and bench["full_run"]["measured_s"] is None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -179,3 +181,28 @@ def test_gradcam_misclassified_gives_both_classes_and_overlays(untrained, small_
         result.cams_pred, compute_cams(untrained, stacked, [item.pred for item in items], CPU), atol=1e-5
     )
     assert not np.allclose(result.overlays_pred, result.images)  # a heatmap was drawn on them
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compares CUDA's Grad-CAM with the CPU's")
+def test_gradcam_on_cuda_equals_gradcam_on_the_cpu_for_the_published_weights(small_splits):
+    """The same weights and images give the same maps on both devices, whatever CUDA's kernels (cuDNN, TF32)."""
+    from erav1.published import PUBLISHED_WEIGHTS, RESULTS_DIR
+    from erav1.utils.evaluation import load_model
+
+    weights = Path(__file__).resolve().parents[1] / RESULTS_DIR / PUBLISHED_WEIGHTS
+    first = small_splits.test.take(torch.arange(64))
+    maps, predicted = {}, None
+    for device in ("cpu", "cuda"):
+        loaded = load_model(weights, device=device, precision="fp32")
+        if predicted is None:  # the CPU's predicted classes are the targets on both devices
+            predicted = predict(loaded.model, first, loaded.runtime).preds
+        maps[device] = compute_cams(loaded.model, first.images, predicted, loaded.runtime)
+    images = first.images
+    correlations = [  # a map that is constant (all zero) on both devices has no correlation, and is equal
+        1.0 if np.allclose(c, g, atol=1e-6) else np.corrcoef(c.ravel(), g.ravel())[0, 1]
+        for c, g in zip(maps["cpu"], maps["cuda"], strict=True)
+    ]
+    largest = float(np.abs(maps["cpu"] - maps["cuda"]).max())
+    print(f"\nGrad-CAM, CUDA against CPU, {len(images)} test images: correlation min {min(correlations):.6f}, "
+          f"mean {np.mean(correlations):.6f}; largest difference {largest:.2e}")
+    assert min(correlations) >= 0.999

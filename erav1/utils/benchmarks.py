@@ -52,7 +52,7 @@ def bench_table(results: list[tuple[str, dict[str, Any]]]) -> str:
         rows.append(
             [
                 env.get("gpu") or f"{env['cpu']} ({env['cpu_threads']} thread{'s' * (env['cpu_threads'] != 1)})",
-                f"{env['device']}, {env['precision']}",
+                f"{env['device']}, {env['precision']}" + (", compiled" if settings.get("compile") else ""),
                 settings["batch_size"],
                 f"{r['erav1']['images_per_s']:.1f}",
                 f"{r['baseline']['images_per_s']:.1f}",
