@@ -38,6 +38,7 @@ from erav1.utils.distributed import SINGLE_PROCESS, Distributed
 from erav1.utils.evaluation import Predictions, predict
 from erav1.utils.losswatch import LossWatch
 from erav1.utils.policies import (
+    COMPILE_MODES,
     DEVICES,
     OPTIMIZERS,
     PRECISIONS,
@@ -86,6 +87,8 @@ class Config:
     precision: str = _opt("auto", "auto: bf16 where supported, fp16 on older GPUs, else fp32", PRECISIONS)
     channels_last: bool = _opt(True, "channels_last memory format")
     compile: bool = _opt(False, "torch.compile the model")
+    compile_mode: str = _opt("default", "torch.compile's mode, with --compile (reduce-overhead: CUDA graphs)",
+                             COMPILE_MODES)
     sync_bn: bool = _opt(False, "under torchrun: BatchNorm statistics over the global batch, not each process's share")
     data: str = _opt("cifar10", "'cifar10' (official, downloaded) or a path to an image folder or .zip")
     resize: bool = _opt(True, "resize image-folder images that are not 32x32 (--no-resize refuses them)")
@@ -147,7 +150,9 @@ class Config:
 
 
 # Options that may change between a run and its resumption without changing its result.
-RESUMABLE_CHANGES = {"device", "data_dir", "run_dir", "resume", "overwrite", "compile", "eval_batch_size"}
+RESUMABLE_CHANGES = {
+    "device", "data_dir", "run_dir", "resume", "overwrite", "compile", "compile_mode", "eval_batch_size",
+}
 
 
 @dataclass
@@ -475,7 +480,7 @@ def _train(config: Config, run_dir: Path, checkpoint: dict[str, Any] | None, run
         say(f"resuming {run_dir} after epoch {len(history)}/{config.epochs}")
     train_model = dist.wrap(model, runtime.device, config.sync_bn)
     if config.compile:
-        train_model = torch.compile(train_model)
+        train_model = torch.compile(train_model, mode=config.compile_mode)
 
     dist.barrier()  # every process has read the run directory before rank 0 changes it
     logger = None

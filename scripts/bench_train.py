@@ -48,7 +48,15 @@ from erav1.utils.benchmarks import BENCH_DIR, BENCH_FORMAT, refresh_bench_table
 from erav1.utils.checkpoint import atomic_write_json
 from erav1.utils.data import ImageSet, load_data
 from erav1.utils.evaluation import predict
-from erav1.utils.policies import DEVICES, PRECISIONS, Runtime, build_optimizer, build_scheduler, cpu_has_fast_bf16
+from erav1.utils.policies import (
+    COMPILE_MODES,
+    DEVICES,
+    PRECISIONS,
+    Runtime,
+    build_optimizer,
+    build_scheduler,
+    cpu_has_fast_bf16,
+)
 from erav1.utils.rundir import environment_info
 from erav1.utils.transforms import CIFAR10_MEAN, CIFAR10_STD
 
@@ -111,6 +119,7 @@ def measure_full_run(args: argparse.Namespace) -> tuple[float, float]:
             epochs=EPOCHS,
             run_dir=run_dir,
             compile=args.compile,
+            compile_mode=args.compile_mode,
         )
         start = time.perf_counter()
         result = fit(config, progress=False)
@@ -135,6 +144,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="CPU math threads of both loops (default: torch's, all cores)")
     parser.add_argument("--full-run", action="store_true", help="also time a whole 20-epoch fit on all the data")
     parser.add_argument("--compile", action="store_true", help="torch.compile erav1's model (its round and its fit)")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="default", help="torch.compile's mode")
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -171,7 +181,8 @@ def main() -> None:
     # erav1: the real train_one_epoch, data in device memory; a constant lr (the schedule costs nothing).
     torch.manual_seed(0)
     model_a = runtime.prepare(ResNet18())
-    train_a = torch.compile(model_a) if args.compile else model_a  # compiled in the warm-up of the first round
+    # compiled in the warm-up of the first round
+    train_a = torch.compile(model_a, mode=args.compile_mode) if args.compile else model_a
     opt_a = build_optimizer(recipe.optimizer, model_a, recipe.lr, recipe.weight_decay, recipe.momentum, recipe.nesterov)
     sched_a = build_scheduler("none", opt_a, 1, 1)
     generator = torch.Generator(device=runtime.device).manual_seed(0)
@@ -263,7 +274,7 @@ def main() -> None:
                     "rounds": args.rounds,
                     "warmup_batches": WARMUP_BATCHES,
                     "baseline_workers": args.workers,
-                    "compile": args.compile,
+                    "compile": args.compile and args.compile_mode,
                     "data": data.source,  # what the pixels are, and where they were read from
                 },
                 "erav1": {"images_per_s": erav1_rate, "rounds": rounds["erav1"], "eval_images_per_s": eval_rate},

@@ -42,6 +42,13 @@ def _minutes(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+def _compiled(mode: bool | str | None) -> str:
+    """How erav1's model was compiled: not at all (False, or absent in older files), or in which mode."""
+    if not mode:
+        return ""
+    return ", compiled" if mode is True or mode == "default" else f", compiled ({mode})"
+
+
 def bench_table(results: list[tuple[str, dict[str, Any]]]) -> str:
     """One row per benchmark file: the machine, both loops' images/s, their ratio and a 20-epoch run."""
     if not results:
@@ -52,7 +59,7 @@ def bench_table(results: list[tuple[str, dict[str, Any]]]) -> str:
         rows.append(
             [
                 env.get("gpu") or f"{env['cpu']} ({env['cpu_threads']} thread{'s' * (env['cpu_threads'] != 1)})",
-                f"{env['device']}, {env['precision']}" + (", compiled" if settings.get("compile") else ""),
+                f"{env['device']}, {env['precision']}" + _compiled(settings.get("compile")),
                 settings["batch_size"],
                 f"{r['erav1']['images_per_s']:.1f}",
                 f"{r['baseline']['images_per_s']:.1f}",

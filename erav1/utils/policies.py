@@ -19,6 +19,8 @@ from erav1.utils.text import Markdown
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# torch.compile's modes: "reduce-overhead" replays CUDA graphs, which removes the per-kernel launch cost.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("onecycle", "cosine", "step", "none")
 
