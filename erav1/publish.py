@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from erav1.utils.rundir import CONFIG, ENVIRONMENT, WEIGHTS, read_history, read_
 RECIPE_KEYS = (
     "model", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "decay_norm_and_bias", "scheduler",
     "pct_start", "batch_size", "label_smoothing", "crop_padding", "flip", "cutout_size", "cutout_p",
+    "cutout_fill", "zero_init_residual", "ema_decay",
 )
 
 
@@ -46,6 +48,14 @@ def _check_finished(run_dir: Path) -> None:
         )
 
 
+def recipe_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's options from a config.json or a summary's recipe; a run older than an option had its default."""
+    from erav1.main import Config
+
+    defaults = {f.name: f.default for f in fields(Config)}
+    return {key: config.get(key, defaults[key]) for key in RECIPE_KEYS}
+
+
 def run_record(run_dir: Path) -> dict[str, Any]:
     """What a run's own files say about it: every field of ``summary.json`` that needs no evaluation."""
     config, environment = read_json(run_dir / CONFIG), read_json(run_dir / ENVIRONMENT)
@@ -55,7 +65,7 @@ def run_record(run_dir: Path) -> dict[str, Any]:
         "test_accuracy": final["test_acc"],
         "train_accuracy": final["train_acc"],
         "epochs": len(history),
-        "recipe": {key: config[key] for key in RECIPE_KEYS} | {"precision": environment["precision"]},
+        "recipe": recipe_options(config) | {"precision": environment["precision"]},
         "seed": config["seed"],
         "wall_time_s": sum(record["seconds"] for record in history),
         "hardware": _hardware(environment),

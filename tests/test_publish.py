@@ -11,10 +11,10 @@ import torch
 
 from erav1.book.results import refresh_results
 from erav1.errors import RunDirError
-from erav1.publish import PUBLISHED_WEIGHTS, SUMMARY, publish_run
+from erav1.publish import PUBLISHED_WEIGHTS, RECIPE_KEYS, SUMMARY, publish_run, run_record
 from erav1.utils.evaluation import evaluate_model, load_model
 from erav1.utils.policies import Runtime
-from erav1.utils.rundir import HISTORY
+from erav1.utils.rundir import CONFIG, HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +41,8 @@ def test_summary_holds_the_final_epoch_the_recipe_and_the_environment(published,
     assert set(summary["class_accuracy"]) == set(tiny_run.classes)
     assert summary["recipe"]["optimizer"] == "sgd" and summary["recipe"]["precision"] == "fp32"
     assert summary["recipe"]["cutout_size"] == 0 and summary["seed"] == 0
+    assert {key: summary["recipe"][key] for key in ("cutout_fill", "zero_init_residual", "ema_decay")} == {
+        "cutout_fill": "zero", "zero_init_residual": False, "ema_decay": 0.0}  # the levers, at tiny_run's values
     assert summary["torch"] == torch.__version__ and summary["hardware"]
     assert summary["data"] == small_splits.source and "/" not in summary["data"]  # no folder of this machine
     assert summary["data_fingerprint"] == small_splits.fingerprints
@@ -94,3 +96,26 @@ def test_publish_cli_reports_the_number(published, tiny_run, tmp_path):
     assert out.returncode == 0, out.stderr
     summary = json.loads((tmp_path / SUMMARY).read_text())
     assert f"final test accuracy {100 * summary['test_accuracy']:.2f}%" in out.stdout
+
+
+def test_a_run_older_than_a_recipe_option_publishes_the_default_it_trained_with(tiny_run, tmp_path):
+    run_dir = tmp_path / "old-run"
+    shutil.copytree(tiny_run.run_dir, run_dir)
+    config = json.loads((run_dir / CONFIG).read_text())
+    del config["ema_decay"], config["cutout_fill"]  # a config.json written before these options existed
+    (run_dir / CONFIG).write_text(json.dumps(config))
+    recipe = run_record(run_dir)["recipe"]
+    assert recipe["ema_decay"] == 0.0 and recipe["cutout_fill"] == "zero"
+    assert set(recipe) == set(RECIPE_KEYS) | {"precision"}
+
+
+def test_a_summary_older_than_a_lever_is_the_same_recipe_only_while_the_lever_is_at_its_default():
+    from erav1.book.results import same_recipe
+
+    old = json.loads((Path(__file__).resolve().parents[1] / "book" / "results" / SUMMARY).read_text())
+    old["recipe"] = {k: v for k, v in old["recipe"].items() if k not in ("cutout_fill", "ema_decay")}
+    new = json.loads(json.dumps(old))
+    new["recipe"] |= {"cutout_fill": "zero", "zero_init_residual": False, "ema_decay": 0.0}
+    assert same_recipe(old, new)
+    new["recipe"]["ema_decay"] = 0.998
+    assert not same_recipe(old, new)

@@ -51,9 +51,10 @@ def format_duration(seconds: float) -> str:
 
 def same_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Two published runs trained the same recipe (precision aside) with the same seed for as many epochs."""
-    def recipe(s: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in s.get("recipe", {}).items() if k != "precision"}
-    return recipe(a) == recipe(b) and a.get("seed") == b.get("seed") and a.get("epochs") == b.get("epochs")
+    from erav1.publish import recipe_options  # an option that one summary predates counts at its default
+
+    same = recipe_options(a.get("recipe", {})) == recipe_options(b.get("recipe", {}))
+    return same and a.get("seed") == b.get("seed") and a.get("epochs") == b.get("epochs")
 
 
 def results_markdown(summary: dict[str, Any] | None, jpeg_copy: dict[str, Any] | None = None) -> str:
