@@ -8,6 +8,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 import erav1.main
 from erav1.errors import RunDirError, UsageError
 from erav1.main import Config, fit
+from erav1.models import ResNet18
 from erav1.utils import rundir
 from erav1.utils.data import load_data
 from erav1.utils.policies import Runtime
@@ -223,6 +224,13 @@ def test_the_ema_is_scored_and_saved_and_is_the_average_of_every_step(ema_run, c
     assert all(torch.equal(v, saved[k]) for k, v in result.model.state_dict().items())
     assert result.final["test_acc"] == scores["acc"], "the history scores the average, not the trained model"
     assert result.final["test_loss"] == pytest.approx(scores["loss"], rel=1e-6)
+
+
+def test_the_ema_step_counter_stays_on_the_host_whatever_the_models_device():
+    """AveragedModel reads ``n_averaged`` on every step; on a GPU that read would wait for the device."""
+    ema = erav1.main.weight_ema(ResNet18().to("meta"), 0.99)  # "meta" stands in for any other device
+    assert next(ema.module.parameters()).device.type == "meta"
+    assert ema.n_averaged.device.type == "cpu"
 
 
 def test_a_run_without_ema_saves_no_average_and_records_nothing_new(tiny_run):
