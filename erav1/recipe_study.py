@@ -16,13 +16,14 @@ import fcntl
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ def open_study(
     resumes the stale trial's run directory. TPE's constant liar keeps parallel trials apart.
     """
     if storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        write_ahead_log(Path(storage.removeprefix("sqlite:///")))
     with warnings.catch_warnings():  # heartbeats and the constant liar are "experimental" since Optuna 2
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         rdb = optuna.storages.RDBStorage(
@@ -129,6 +130,18 @@ def open_study(
         pruner=pruner or default_pruner(),
     )
     return one_ask_at_a_time(study)
+
+
+def write_ahead_log(database: Path) -> None:
+    """Put the SQLite file in write-ahead-log mode, which the file keeps.
+
+    In SQLite's default mode a commit waits until no connection is reading. The heartbeat thread and a
+    trial's thread of one worker then lock each other out, and one of them fails with "database is locked"
+    (optuna#4994). With the log, readers never block a commit; writers still take turns.
+    """
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(database, timeout=60)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
 
 
 def one_ask_at_a_time(study: optuna.Study) -> optuna.Study:

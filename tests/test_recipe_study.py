@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -151,6 +152,21 @@ def test_a_pruned_trial_interrupts_its_trainer_and_keeps_a_loadable_checkpoint(t
     checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == len(history_of(trial)) < 5
     assert "need complete trials" in save_study_plots(tmp_path / "plots", storage)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() outside optimize(), on purpose
+def test_a_thread_reading_the_study_never_blocks_the_heartbeat_of_another(tmp_path):
+    """One worker's heartbeat thread commits while its trial's thread reads (optuna#4994: "database is locked")."""
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1, grace_period=1)
+    trial = study.ask()
+    reader = sqlite3.connect(tmp_path / "study.db")
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM trials").fetchall()  # a read that is still open
+    start = time.monotonic()
+    study._storage.record_heartbeat(trial._trial_id)
+    assert time.monotonic() - start < 5, "the heartbeat waited for the reader"
+    reader.rollback()
+    reader.close()
 
 
 WORKER = """
