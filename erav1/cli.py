@@ -216,9 +216,12 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
 def run_publish(args: argparse.Namespace) -> int:
     from erav1.publish import SUMMARY, publish_run
 
-    summary = publish_run(args.run_dir, args.out, args.device)
+    summary = publish_run(args.run_dir, args.out, args.device, tuple(args.seed_run))
     print(f"published {args.run_dir}: final test accuracy {100 * summary['test_accuracy']:.2f}% "
           f"after {summary['epochs']} epochs -> {Path(args.out) / SUMMARY}")
+    if len(summary["seeds"]) > 1:
+        seeds = ", ".join(f"seed {r['seed']} {100 * r['test_accuracy']:.2f}%" for r in summary["seeds"])
+        print(f"the recipe with {len(summary['seeds'])} seeds: {seeds}; spread {100 * summary['seed_spread']:.2f} points")
     return 0
 
 
@@ -234,6 +237,9 @@ def add_publish_parser(commands: argparse._SubParsersAction) -> None:
     publish.add_argument("--out", default=RESULTS_DIR, help="where to write them (default: %(default)s)")
     publish.add_argument("--device", choices=DEVICES, default="auto",
                          help="device of the evaluation pass (default: %(default)s)")
+    publish.add_argument("--seed-run", action="append", default=[], metavar="DIR",
+                         help="a finished run of the same recipe with another seed, which confirms it; repeat it "
+                              "for each seed (summary.json lists every seed's final test accuracy)")
     publish.set_defaults(handler=run_publish)
 
 

@@ -9,6 +9,11 @@ Writes two files that the book, the README and Colab readers use:
 * ``resnet18_cifar10.pt``: the final weights as an fp16 ``state_dict`` (about
   22 MB), which chapters 4-6 can load instead of a run directory.
 
+A recipe is confirmed before it is published: the same recipe trains again with other seeds
+(``erav1 publish RUN_DIR --seed-run OTHER_RUN ...``), and ``summary.json`` lists every seed's final test
+accuracy and their spread. The published run is the one with the seed fixed before any of them trained
+(``Config.seed``, 0), never the best of them on test.
+
 Every number is read from the run's own files or measured on its test set here.
 """
 
@@ -31,6 +36,9 @@ RECIPE_KEYS = (
     "pct_start", "batch_size", "label_smoothing", "crop_padding", "flip", "cutout_size", "cutout_p",
     "cutout_fill", "zero_init_residual", "ema_decay",
 )
+CONFIRMATION_SEEDS = 3  # how many seeds of a recipe train before the book calls it confirmed
+SEED_FIELDS = ("seed", "test_accuracy", "train_accuracy", "wall_time_s", "hardware", "commit")
+DATA_KEYS = ("data", "subset", "val_fraction")  # the same images: "cifar10" is fingerprint-checked when loaded
 
 
 def _hardware(environment: dict[str, Any]) -> str:
@@ -74,6 +82,36 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def seed_records(run_dir: Path, seed_runs: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """The published run and other seeds of its recipe, by seed: what each one's final epoch scored on test.
+
+    Another seed confirms the recipe only if it trained the same recipe (precision aside: a seed may train
+    on other hardware) for as many epochs on the same images, and every run has a seed of its own.
+    """
+    published, published_config = run_record(run_dir), read_json(run_dir / CONFIG)
+    records = [published]
+    for other in seed_runs:
+        _check_finished(other)
+        record, config = run_record(other), read_json(other / CONFIG)
+        recipe = {k: v for k, v in record["recipe"].items() if k != "precision"}
+        differ = [key for key, value in recipe.items() if published["recipe"][key] != value]
+        differ += [key for key in DATA_KEYS if config.get(key) != published_config.get(key)]
+        differ += ["epochs"] if record["epochs"] != published["epochs"] else []
+        if differ:
+            raise RunDirError(
+                f"{other} did not train the recipe of {run_dir} ({', '.join(differ)} differ), so it cannot confirm "
+                "it; give --seed-run only runs of the same recipe with another --seed."
+            )
+        if record["seed"] in {r["seed"] for r in records}:
+            raise RunDirError(
+                f"{other} trained seed {record['seed']}, like another run given; each run that confirms a recipe "
+                "needs a seed of its own ('erav1 train --seed N')."
+            )
+        records.append(record)
+    return sorted(({key: r[key] for key in SEED_FIELDS} | {"precision": r["recipe"]["precision"]} for r in records),
+                  key=lambda r: r["seed"])
+
+
 def summarize_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """The published record of a finished run; ``metrics`` is ``erav1 analyze``'s for the same run."""
     return run_record(run_dir) | {
@@ -84,11 +122,24 @@ def summarize_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def publish_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, device: str = "auto") -> dict[str, Any]:
-    """Write ``summary.json`` and the fp16 weights of a finished run into ``out_dir``; return the summary."""
+def publish_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    device: str = "auto",
+    seed_runs: tuple[str | os.PathLike, ...] = (),
+) -> dict[str, Any]:
+    """Write ``summary.json`` and the fp16 weights of a finished run into ``out_dir``; return the summary.
+
+    ``seed_runs`` are finished runs of the same recipe with other seeds; the summary lists every seed.
+    """
     run_dir, out_dir = Path(run_dir).expanduser(), Path(out_dir)
     _check_finished(run_dir)
+    seeds = seed_records(run_dir, tuple(Path(other).expanduser() for other in seed_runs))  # refuses before the work
     summary = summarize_run(run_dir, analyze_run(run_dir, device=device, faithfulness_n=0))  # no ROAD: not published
+    summary["seeds"] = seeds
+    if len(seeds) > 1:
+        accuracies = [record["test_accuracy"] for record in seeds]
+        summary["seed_spread"] = max(accuracies) - min(accuracies)
     state_dict = load_checkpoint(run_dir / WEIGHTS)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
     atomic_save(half, out_dir / PUBLISHED_WEIGHTS)

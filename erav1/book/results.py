@@ -71,6 +71,10 @@ def results_markdown(summary: dict[str, Any] | None, jpeg_copy: dict[str, Any] |
     if jpeg_copy is not None and same_recipe(summary, jpeg_copy):
         header.append("Same recipe on the JPEG copy")
         row.append(f"{100 * jpeg_copy['test_accuracy']:.2f}%")
+    seeds = summary.get("seeds", [])
+    if len(seeds) > 1:  # the other seeds of the recipe, trained to confirm it
+        header.append("Every seed (final epoch)")
+        row.append(", ".join(f"{100 * r['test_accuracy']:.2f}% (seed {r['seed']})" for r in seeds))
     header += ["Epochs", "Wall time", "Hardware", "Data"]
     row += [str(summary["epochs"]), format_duration(summary["wall_time_s"]), str(summary["hardware"]),
             str(summary.get("data", ""))]
