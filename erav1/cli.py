@@ -221,7 +221,8 @@ def run_publish(args: argparse.Namespace) -> int:
           f"after {summary['epochs']} epochs -> {Path(args.out) / SUMMARY}")
     if len(summary["seeds"]) > 1:
         seeds = ", ".join(f"seed {r['seed']} {100 * r['test_accuracy']:.2f}%" for r in summary["seeds"])
-        print(f"the recipe with {len(summary['seeds'])} seeds: {seeds}; spread {100 * summary['seed_spread']:.2f} points")
+        spread = 100 * summary["seed_spread"]
+        print(f"the recipe with {len(summary['seeds'])} seeds: {seeds}; spread {spread:.2f} points")
     return 0
 
 

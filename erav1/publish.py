@@ -83,7 +83,7 @@ def run_record(run_dir: Path) -> dict[str, Any]:
 
 
 def seed_records(run_dir: Path, seed_runs: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
-    """The published run and other seeds of its recipe, by seed: what each one's final epoch scored on test.
+    """The published run and other seeds of its recipe: what each one's final epoch scored on test.
 
     Another seed confirms the recipe only if it trained the same recipe (precision aside: a seed may train
     on other hardware) for as many epochs on the same images, and every run has a seed of its own.
@@ -108,8 +108,21 @@ def seed_records(run_dir: Path, seed_runs: tuple[Path, ...] = ()) -> list[dict[s
                 "needs a seed of its own ('erav1 train --seed N')."
             )
         records.append(record)
-    return sorted(({key: r[key] for key in SEED_FIELDS} | {"precision": r["recipe"]["precision"]} for r in records),
-                  key=lambda r: r["seed"])
+    return [{key: r[key] for key in SEED_FIELDS} | {"precision": r["recipe"]["precision"]} for r in records]
+
+
+def earlier_seeds(summary_file: Path, summary: dict[str, Any], given: set[int]) -> list[dict[str, Any]]:
+    """The seeds that an earlier summary.json lists for the same recipe, epochs and images, but not ``given``.
+
+    Publishing again (``make book`` does, with the published run alone) keeps the confirmation: the other
+    seeds' runs need not be on this machine. Another recipe starts its list afresh.
+    """
+    if not summary_file.is_file():
+        return []
+    earlier = read_json(summary_file)
+    same = recipe_options(earlier.get("recipe", {})) == recipe_options(summary["recipe"]) and all(
+        earlier.get(key) == summary[key] for key in ("epochs", "data_fingerprint"))
+    return [record for record in earlier.get("seeds", []) if same and record["seed"] not in given]
 
 
 def summarize_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -136,9 +149,10 @@ def publish_run(
     _check_finished(run_dir)
     seeds = seed_records(run_dir, tuple(Path(other).expanduser() for other in seed_runs))  # refuses before the work
     summary = summarize_run(run_dir, analyze_run(run_dir, device=device, faithfulness_n=0))  # no ROAD: not published
-    summary["seeds"] = seeds
-    if len(seeds) > 1:
-        accuracies = [record["test_accuracy"] for record in seeds]
+    summary["seeds"] = seeds + earlier_seeds(out_dir / SUMMARY, summary, {r["seed"] for r in seeds})
+    summary["seeds"].sort(key=lambda r: r["seed"])
+    if len(summary["seeds"]) > 1:
+        accuracies = [record["test_accuracy"] for record in summary["seeds"]]
         summary["seed_spread"] = max(accuracies) - min(accuracies)
     state_dict = load_checkpoint(run_dir / WEIGHTS)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}

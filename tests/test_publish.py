@@ -132,6 +132,12 @@ def test_other_seeds_of_the_recipe_are_listed_with_their_spread_and_the_book_see
     refresh_results(page, tmp_path / "out" / SUMMARY)
     assert f"{100 * accuracies[1]:.2f}% (seed 1)" in page.read_text()
 
+    # publishing the run again alone (as make book does) keeps seed 1; a summary of another recipe does not
+    assert publish_run(run_dir, tmp_path / "out", device="cpu")["seeds"] == summary["seeds"]
+    other = json.loads((tmp_path / "out" / SUMMARY).read_text())
+    (tmp_path / "out" / SUMMARY).write_text(json.dumps(other | {"recipe": other["recipe"] | {"lr": 0.5}}))
+    assert [r["seed"] for r in publish_run(run_dir, tmp_path / "out", device="cpu")["seeds"]] == [0]
+
 
 def test_a_run_of_another_recipe_or_the_same_seed_does_not_confirm_and_nothing_is_written(tiny_run, tmp_path):
     other = tmp_path / "other-lr"
