@@ -336,3 +336,44 @@ def stop(process: subprocess.Popen, timeout_s: float = 300) -> None:
 def requeue(trial: optuna.Trial) -> None:
     """Queue the interrupted trial's parameters again: the next worker resumes its run directory."""
     trial.study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number})
+
+
+def best_recipe(study: optuna.Study) -> dict[str, Any]:
+    """The parameters of the complete trial with the highest validation accuracy, as its run was named."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise Erav1Error(f"the study {study.study_name!r} has no complete trial yet, so no recipe to confirm; "
+                         "run scripts/search_recipe.py first")
+    return {name: round(value, 6) if isinstance(value, float) else value
+            for name, value in study.best_trial.params.items()}
+
+
+def train_seeds(params: Mapping[str, Any], settings: StudySettings, seeds: list[int], jobs: int = 1) -> list[Path]:
+    """Train a recipe on all of train and score it on test, once per seed, ``jobs`` at a time; the run directories.
+
+    Each seed's run goes to ``settings.runs / seedN`` and resumes what an interrupted lease left there. The
+    test set scores these runs and chooses nothing: the recipe was chosen on validation before they start.
+    """
+    queue = [(settings.runs / f"seed{seed}", seed) for seed in seeds]
+    running: list[tuple[Path, subprocess.Popen]] = []
+    failed = []
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                run_dir, seed = queue.pop(0)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                options = {"data": settings.data, "epochs": settings.epochs, "seed": seed, **params}
+                with open(run_dir / "train.log", "a") as log:
+                    process = subprocess.Popen(train_command(run_dir, options, settings), stdout=log,
+                                               stderr=subprocess.STDOUT)
+                running.append((run_dir, process))
+            time.sleep(settings.poll_s)
+            for run_dir, process in [item for item in running if item[1].poll() is not None]:
+                running.remove((run_dir, process))
+                if process.returncode != 0:
+                    failed.append(f"{run_dir} (exit {process.returncode}; see its train.log)")
+    finally:
+        for _, process in running:  # Ctrl-C: every trainer keeps its last finished epoch in last.pt
+            stop(process)
+    if failed:
+        raise TrainingFailed("erav1 train failed for " + ", ".join(failed))
+    return [settings.runs / f"seed{seed}" for seed in seeds]

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Issue 13 on a lent GPU, in the calls one lease allows: the official pixels travel in parts (a call carries
+# 64 MiB, of which the working tree takes about 35 MB), the Optuna study runs until its share of the time is
+# up, the best recipe then trains on all of train with three seeds, and what the book publishes comes back.
+#
+#   here, once:  bash scripts/gpu_search.sh split           # .gpu/png/part_aa ... (24 MiB each, ignored by git)
+#   there, one call per part but the last, back to back inside the machine's 30-s warm window, each with
+#                carry [".gpu/png/part_XX"]:  bash scripts/gpu_search.sh receive
+#   there, the last part, carry [".gpu/png/part_XX", ".whl"], timeout_s 600:
+#                BUDGET_S=560 bash scripts/gpu_search.sh search
+#   here:        bash scripts/gpu_search.sh unpack FILES_AT  # study.db, summary.json, weights into book/results
+#
+# A machine that went back between calls forgot the parts it had: `search` says so (the joined file fails
+# the sha256), and the parts go again from the first. The study continues in the next lease.
+set -uo pipefail
+PARTS=${PARTS:-.gpu/png}              # where a carried part arrives in the working tree
+STORE=${STORE:-$HOME/cifar}           # where the parts wait on the machine, outside the working tree
+SOURCE=${SOURCE:-../shared/data/cifar10-png.zip}
+SHA256=${SHA256:-64b57bd8146afc5a28fa9e2db4bc98627d3d2c6668f8c7e126ab545d7b5b3f15}  # ../shared/data/README.md
+PART_SIZE=${PART_SIZE:-24M}
+DATA=${DATA:-cifar10}                 # cifar10: the joined copy, fingerprint-checked as the official pixels
+CACHE=${CACHE:-$HOME/.cache/erav1}
+WORK=${WORK:-$HOME/search}            # trials' and seeds' run directories (their weights never come back)
+STORAGE=${STORAGE:-sqlite:///book/results/recipe_search/study.db}
+RESULTS=${RESULTS:-book/results}
+TRIALS=${TRIALS:-40} JOBS=${JOBS:-8} EPOCHS=${EPOCHS:-20} SEEDS=${SEEDS:-0 1 2} DEVICE=${DEVICE:-auto}
+BUDGET_S=${BUDGET_S:-560}             # the whole `search` call; the search gets what setup and the seeds leave
+CONFIRM_S=${CONFIRM_S:-170}           # three seeds at once, then publish (eight 20-epoch runs took 289 s on an H200)
+TRAIN_ARGS=${TRAIN_ARGS:-}            # more `erav1 train` options for every run, e.g. "--subset 100"
+WHEELS=${WHEELS:-.whl}                # the carried wheels of what the machine's Python lacks
+OUT=${OUT:-gpu-search-out}
+START=$SECONDS
+export PYTHONUNBUFFERED=1
+
+fail() { echo "error: $*" >&2; exit 2; }
+
+split_parts() {  # here: the PNG copy in parts small enough to travel beside the working tree
+    [ -f "$SOURCE" ] || fail "$SOURCE does not exist; SOURCE names the official PNG copy"
+    [ "$(sha256sum "$SOURCE" | cut -d' ' -f1)" = "$SHA256" ] || fail "$SOURCE is not the copy whose sha256 is $SHA256"
+    rm -rf "$PARTS" && mkdir -p "$PARTS" && split -b "$PART_SIZE" "$SOURCE" "$PARTS/part_"
+    ls -l "$PARTS"
+}
+
+receive() {  # there: move the carried part out of the working tree, which the next call replaces
+    mkdir -p "$STORE"
+    if compgen -G "$PARTS/part_*" >/dev/null; then mv "$PARTS"/part_* "$STORE/"; fi
+    echo "parts on this machine: $(cd "$STORE" && ls part_* 2>/dev/null | tr '\n' ' ')"
+}
+
+join_parts() {  # there: the copy again, whole and checked, or nothing
+    local joined=$STORE/cifar10-png.zip
+    compgen -G "$STORE/part_*" >/dev/null || fail "no parts in $STORE: send them first ('receive')"
+    cat "$STORE"/part_* >"$joined.partial"
+    local sha
+    sha=$(sha256sum "$joined.partial" | cut -d' ' -f1)
+    if [ "$sha" != "$SHA256" ]; then
+        rm -f "$joined.partial"
+        fail "the parts in $STORE ($(cd "$STORE" && ls part_* | tr '\n' ' ')) join to sha256 $sha, not $SHA256:" \
+            "a part is missing, most likely because the machine went back between calls. Send every part again."
+    fi
+    mv "$joined.partial" "$joined" && rm -f "$STORE"/part_*
+    export ERAV1_CIFAR10=$joined
+}
+
+install_wheels() {  # there: what the machine's Python lacks (optuna, grad-cam, ...) travels as wheels
+    compgen -G "$WHEELS/*.whl" >/dev/null || return 0
+    python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$WHEELS"/*.whl || fail "the wheels in $WHEELS did not install"
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+}
+
+checkpoint_study() {  # fold the write-ahead log into the database file, so that the file alone is the study
+    local db=${STORAGE#sqlite:///}
+    [ -f "$db" ] && python -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('PRAGMA wal_checkpoint(TRUNCATE)')" "$db"
+}
+
+search() {  # there: the study until its time is up, then three seeds of the best recipe, then pack
+    receive
+    join_parts
+    install_wheels
+    mkdir -p "$OUT" "$WORK"
+    exec > >(tee -a "$OUT/search.log") 2>&1  # the log comes back too, whatever happens next
+    python -c "import sys; from erav1.utils.data import load_data; load_data(sys.argv[1], sys.argv[2])" "$DATA" "$CACHE" ||
+        fail "the data did not load"
+    local search_s=$((BUDGET_S - (SECONDS - START) - CONFIRM_S))
+    echo "=== search for $search_s s ($((SECONDS - START)) s in)"
+    if ((search_s > 60)); then
+        # shellcheck disable=SC2086
+        timeout --signal=INT --kill-after=60 "$search_s" python scripts/search_recipe.py --data "$DATA" \
+            --data-dir "$CACHE" --storage "$STORAGE" --trials "$TRIALS" --jobs "$JOBS" --epochs "$EPOCHS" \
+            --device "$DEVICE" --runs "$WORK/study" $TRAIN_ARGS
+        echo "=== search: exit $? ($((SECONDS - START)) s in); 124 or 130: its time was up, the study continues next lease"
+    fi
+    checkpoint_study
+    echo "=== confirmation ($((SECONDS - START)) s in)"
+    # shellcheck disable=SC2086
+    timeout --signal=INT --kill-after=30 "$((BUDGET_S - (SECONDS - START) - 10))" python scripts/confirm_recipe.py \
+        --data "$DATA" --data-dir "$CACHE" --storage "$STORAGE" --seeds $SEEDS --jobs 3 --epochs "$EPOCHS" \
+        --device "$DEVICE" --runs "$WORK/confirm" --out "$WORK/published" $TRAIN_ARGS
+    echo "=== confirmation: exit $? ($((SECONDS - START)) s in)"
+    pack
+}
+
+pack() {  # at most 8 files of 16 MiB come back: the small files in one archive, the fp16 weights in two parts
+    local db=${STORAGE#sqlite:///} small=()
+    [ -f "$db" ] && small+=(-C "$(dirname "$db")" "$(basename "$db")")
+    if [ -f "$WORK/published/summary.json" ]; then
+        small+=(-C "$WORK/published" summary.json)
+        split -b 15M "$WORK/published/resnet18_cifar10.pt" "$OUT/weights.part_"
+    fi
+    for run in "$WORK"/confirm/seed*; do
+        [ -f "$run/history.json" ] && small+=(-C "$WORK/confirm" "$(basename "$run")/config.json" \
+            "$(basename "$run")/environment.json" "$(basename "$run")/history.json")
+    done
+    ((${#small[@]})) && tar czf "$OUT/results.tar.gz" "${small[@]}"
+    ls -l "$OUT"
+}
+
+unpack() {  # here: the study, and the published run with its seeds, into book/results
+    local files=${1:-}
+    [ -d "$files" ] || fail "unpack FILES_AT: name the folder that the search call's files came back in"
+    local tmp
+    tmp=$(mktemp -d)
+    tar xzf "$files/results.tar.gz" -C "$tmp" || fail "$files/results.tar.gz is not a whole archive"
+    [ -f "$tmp/study.db" ] && mkdir -p "$RESULTS/recipe_search" && cp "$tmp/study.db" "$RESULTS/recipe_search/study.db"
+    if [ -f "$tmp/summary.json" ]; then
+        cat "$files"/weights.part_* >"$tmp/weights.pt"
+        python - "$tmp" <<'EOF' || fail "the weights that came back are not the ones summary.json names"
+import hashlib, json, sys
+from pathlib import Path
+tmp = Path(sys.argv[1])
+expected = json.loads((tmp / "summary.json").read_text())["weights_sha256"]
+sys.exit(hashlib.sha256((tmp / "weights.pt").read_bytes()).hexdigest() != expected)
+EOF
+        mkdir -p "$RESULTS/recipe_search/confirm"
+        for run in "$tmp"/seed*; do
+            for name in config environment history; do
+                cp "$run/$name.json" "$RESULTS/recipe_search/confirm/$(basename "$run").$name.json"
+            done
+        done
+        mv "$tmp/weights.pt" "$RESULTS/resnet18_cifar10.pt" && cp "$tmp/summary.json" "$RESULTS/summary.json"
+    fi
+    rm -rf "$tmp"
+    ls -l "$RESULTS" "$RESULTS/recipe_search"
+}
+
+case ${1:-} in
+    split) split_parts ;;
+    receive) receive ;;
+    search) search ;;
+    unpack) unpack "${2:-}" ;;
+    *) fail "usage: bash scripts/gpu_search.sh split | receive | search | unpack FILES_AT (see the top of the script)" ;;
+esac
