@@ -16,6 +16,8 @@ import http.client
 import json
 import os
 import tempfile
+import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,14 +53,21 @@ def clone_results() -> Path | None:
     return results if (root / "_config.yml").is_file() and (results / SUMMARY).is_file() else None
 
 
-def _download(name: str, destination: Path, sha256: str | None) -> Path:
-    """Download one published file to ``destination`` (atomically, hash-checked when ``sha256`` is given)."""
+def _download(name: str, destination: Path, sha256: str | None, missing_ok: bool = False) -> Path | None:
+    """Download one published file to ``destination`` (atomically, hash-checked when ``sha256`` is given).
+
+    With ``missing_ok``, a file the server does not have (HTTP 404: nothing of that kind is published) is None.
+    """
     from torch.hub import download_url_to_file
 
     url = results_url() + name
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
         download_url_to_file(url, str(destination), hash_prefix=sha256, progress=False)
+    except urllib.error.HTTPError as exc:
+        if missing_ok and exc.code == 404:
+            return None
+        raise _unreachable(name, url, exc) from None
     except RuntimeError as exc:
         if "invalid hash value" in str(exc):
             raise DataError(
@@ -69,35 +78,58 @@ def _download(name: str, destination: Path, sha256: str | None) -> Path:
             ) from None
         raise
     except (OSError, http.client.HTTPException) as exc:  # URLError, a refused or a dropped connection ...
-        raise DataError(
-            f"could not download the published {name} from {url} ({type(exc).__name__}: {exc}); nothing was kept. "
-            f"Check the connection and run again, or train your own run with chapter 3 (erav1 train)."
-        ) from None
+        raise _unreachable(name, url, exc) from None
     return destination
+
+
+def _unreachable(name: str, url: str, exc: Exception) -> DataError:
+    return DataError(
+        f"could not download the published {name} from {url} ({type(exc).__name__}: {exc}); nothing was kept. "
+        f"Check the connection and run again, or train your own run with chapter 3 (erav1 train)."
+    )
 
 
 def published_json(name: str, data_dir: str | os.PathLike = "~/.cache/erav1") -> Any:
     """A small published file (``summary.json``, say): the clone's, else a fresh download (the cached copy offline)."""
+    path = published_file(name, data_dir, check=_read_json)
+    if path is None:
+        raise DataError(f"there is no published {name} ({results_url()}); 'erav1 publish' writes the published files")
+    return _read_json(path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"the published {path.name} is not valid JSON ({exc})") from None
+
+
+def published_file(
+    name: str, data_dir: str | os.PathLike = "~/.cache/erav1", check: Callable[[Path], Any] | None = None
+) -> Path | None:
+    """A published file: the clone's, else a fresh download (offline, the copy cached by the last one); None if none.
+
+    ``check`` reads a download before it replaces the cached copy and raises :class:`DataError` if it is unusable.
+    """
     local = clone_results()
     if local is not None:
-        if not (local / name).is_file():
-            raise DataError(f"{local / name} does not exist; 'erav1 publish' writes the published files")
-        return json.loads((local / name).read_text())
+        return local / name if (local / name).is_file() else None
     cached = Path(data_dir).expanduser() / CACHE_FOLDER / name
     cached.parent.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
-            fresh = _download(name, Path(tmp) / Path(name).name, None)
-            value = json.loads(fresh.read_text())
+            fresh = _download(name, Path(tmp) / cached.name, None, missing_ok=True)
+            if fresh is None:  # not published (any more): show none rather than an old copy
+                cached.unlink(missing_ok=True)
+                return None
+            if check is not None:
+                check(fresh)
             fresh.replace(cached)
     except DataError:
         if not cached.is_file():
             raise
-        value = json.loads(cached.read_text())
         print(f"note: using the published {name} cached in {cached.parent}; the download failed")
-    except json.JSONDecodeError as exc:
-        raise DataError(f"the {name} downloaded from {results_url()} is not valid JSON ({exc})") from None
-    return value
+    return cached
 
 
 def published_summary(data_dir: str | os.PathLike = "~/.cache/erav1") -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +14,9 @@ with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns on stde
     import optuna
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from erav1.recipe_study import STORAGE, STUDY_NAME
+from erav1.published import RESULTS_DIR, published_file
+from erav1.recipe_search import SEARCH_DIR
+from erav1.recipe_study import STUDY_NAME
 from erav1.utils.text import Markdown, markdown_table, percent
 
 if TYPE_CHECKING:
@@ -29,8 +32,22 @@ STATES = {
 }
 
 
-def load_existing_study(storage: str = STORAGE, name: str = STUDY_NAME) -> optuna.Study | None:
-    """The study, or None where there is none (without creating an empty SQLite file on the way)."""
+PUBLISHED_STUDY = (SEARCH_DIR / "study.db").relative_to(RESULTS_DIR).as_posix()  # as the book publishes it
+
+
+def load_existing_study(
+    storage: str | None = None, name: str = STUDY_NAME, data_dir: str | os.PathLike = "~/.cache/erav1"
+) -> optuna.Study | None:
+    """The study, or None where there is none (without creating an empty SQLite file on the way).
+
+    ``storage`` None is the book's study: the clone's file, else the published one, downloaded into
+    ``data_dir`` (Colab runs chapter 3 in an empty folder, without the repository).
+    """
+    if storage is None:
+        path = published_file(PUBLISHED_STUDY, data_dir)
+        if path is None:
+            return None
+        storage = f"sqlite:///{path}"
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
         return None
     try:
@@ -43,9 +60,11 @@ def _best(study: optuna.Study) -> FrozenTrial | None:
     return study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
 
 
-def describe_study(storage: str = STORAGE, name: str = STUDY_NAME) -> Markdown:
+def describe_study(
+    storage: str | None = None, name: str = STUDY_NAME, data_dir: str | os.PathLike = "~/.cache/erav1"
+) -> Markdown:
     """Every trial: its recipe, its last validation accuracy, how many epochs it trained, how it ended."""
-    study = load_existing_study(storage, name)
+    study = load_existing_study(storage, name, data_dir)
     if study is None or not study.trials:
         return Markdown(NO_STUDY)
     best = _best(study)
@@ -67,7 +86,9 @@ def describe_study(storage: str = STORAGE, name: str = STUDY_NAME) -> Markdown:
     return Markdown(f"{len(study.trials)} trials of the study `{study.study_name}`." + verdict + "\n\n" + table)
 
 
-def draw_study(storage: str = STORAGE, name: str = STUDY_NAME) -> tuple[dict[str, Axes], Markdown]:
+def draw_study(
+    storage: str | None = None, name: str = STUDY_NAME, data_dir: str | os.PathLike = "~/.cache/erav1"
+) -> tuple[dict[str, Axes], Markdown]:
     """Optuna's own plots of the study (the best value so far, every trial's curve, what mattered), and a note.
 
     A notebook shows every figure a cell leaves open, so chapter 3 calls this and sees the plots inline.
@@ -75,7 +96,7 @@ def draw_study(storage: str = STORAGE, name: str = STUDY_NAME) -> tuple[dict[str
     """
     from optuna.visualization import matplotlib as plots
 
-    study = load_existing_study(storage, name)
+    study = load_existing_study(storage, name, data_dir)
     if study is None or not study.trials:
         return {}, Markdown("")
     figures = {
@@ -94,7 +115,7 @@ def draw_study(storage: str = STORAGE, name: str = STUDY_NAME) -> tuple[dict[str
     return drawn, Markdown("\n\n".join(notes))
 
 
-def save_study_plots(out: Path, storage: str = STORAGE, name: str = STUDY_NAME) -> Markdown:
+def save_study_plots(out: Path, storage: str | None = None, name: str = STUDY_NAME) -> Markdown:
     """:func:`draw_study`'s plots as PNGs in ``out``, for a terminal; the Markdown links them."""
     import matplotlib.pyplot as plt
 

@@ -4,6 +4,7 @@
 # up, the best recipe then trains on all of train with three seeds, and what the book publishes comes back.
 #
 #   here, once:  bash scripts/gpu_search.sh split           # .gpu/png/part_aa ... (24 MiB each, ignored by git)
+#                bash scripts/gpu_search.sh wheels          # .whl/: what the machine's Python 3.12 lacks
 #   there, one call per part but the last, back to back inside the machine's 30-s warm window, each with
 #                carry [".gpu/png/part_XX"]:  bash scripts/gpu_search.sh receive
 #   there, the last part, carry [".gpu/png/part_XX", ".whl"], timeout_s 600:
@@ -60,6 +61,21 @@ join_parts() {  # there: the copy again, whole and checked, or nothing
     fi
     mv "$joined.partial" "$joined" && rm -f "$STORE"/part_*
     export ERAV1_CIFAR10=$joined
+}
+
+# erav1's requirements that the GPU machine's image lacks (KINDS.md lists what it has), and what they need.
+MISSING="grad-cam==1.5.7 ttach==0.0.3 torch-lr-finder==0.2.2 torchinfo==1.8.0 optuna==5.0.0 alembic==1.20.1
+         SQLAlchemy==2.1.9 Mako==1.4.3 colorlog==6.12.0"
+
+download_wheels() {  # here: wheels for the machine's CPython 3.12 on x86-64; a pure-Python sdist is built here
+    local package
+    for package in $MISSING; do
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+            --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+            -d "$WHEELS" "$package" 2>/dev/null ||
+            python3 -m pip wheel -q --no-deps -w "$WHEELS" "$package" || fail "pip could not fetch $package"
+    done
+    ls "$WHEELS"
 }
 
 install_wheels() {  # there: what the machine's Python lacks (optuna, grad-cam, ...) travels as wheels
@@ -146,8 +162,9 @@ EOF
 
 case ${1:-} in
     split) split_parts ;;
+    wheels) download_wheels ;;
     receive) receive ;;
     search) search ;;
     unpack) unpack "${2:-}" ;;
-    *) fail "usage: bash scripts/gpu_search.sh split | receive | search | unpack FILES_AT (see the top of the script)" ;;
+    *) fail "usage: bash scripts/gpu_search.sh split | wheels | receive | search | unpack FILES_AT (see the top of the script)" ;;
 esac

@@ -141,3 +141,31 @@ def test_the_jpeg_copy_comparison_names_the_gap_only_for_the_same_recipe_on_all_
     config["subset"] = 500
     (run_dir / "config.json").write_text(json.dumps(config))
     assert "did not train the same recipe" in published.describe_jpeg_copy(run_dir), "a subset is not the same data"
+
+
+def test_the_recipe_study_is_downloaded_where_there_is_no_clone_and_absent_until_one_is_published(served, tmp_path):
+    import sqlite3
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from erav1.recipe_study import open_study
+    from erav1.study_report import NO_STUDY, PUBLISHED_STUDY, describe_study
+
+    server, folder = served
+    data_dir = tmp_path / "data"
+    assert describe_study(data_dir=data_dir) == NO_STUDY  # the server has none: HTTP 404, not an error
+    written = tmp_path / "written" / "study.db"
+    study = open_study(f"sqlite:///{written}")
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.4}, distributions={"lr": FloatDistribution(0.1, 0.8)},
+                                              value=0.9123, intermediate_values={20: 0.9123}))
+    with sqlite3.connect(written) as db:  # the study's log folded into the file, as it is committed
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    (folder / PUBLISHED_STUDY).parent.mkdir(parents=True)
+    shutil.copy(written, folder / PUBLISHED_STUDY)
+
+    table = describe_study(data_dir=data_dir)
+    assert "1 trials of the study `recipe`" in table and "91.23%" in table
+    assert f"/{PUBLISHED_STUDY}" in server.requests
+    server.close()  # offline now: the copy the last download cached stands in
+    assert describe_study(data_dir=data_dir) == table
