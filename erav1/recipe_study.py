@@ -67,6 +67,20 @@ SPACE: dict[str, BaseDistribution] = {
 }
 
 
+# The first trials after the reference change one lever each, so that a lease of about ten trials already says
+# which levers matter, and the sampler starts from them rather than from random recipes. The model underfits
+# (its train accuracy on augmented batches stays near the test accuracy), so three of them take regularisation away.
+ONE_LEVER_AT_A_TIME: tuple[dict[str, Any], ...] = (
+    {"ema_decay": 0.995},
+    {"zero_init_residual": True},
+    {"decay_norm_and_bias": False},
+    {"cutout_fill": "mean"},
+    {"cutout_p": 0.5},
+    {"label_smoothing": 0.0},
+    {"pct_start": 0.15},
+)
+
+
 class TrainingFailed(Erav1Error):
     """``erav1 train`` ended with an error (diverged, out of memory): the trial fails, the study goes on."""
 
@@ -169,6 +183,12 @@ def reference_recipe(space: Mapping[str, BaseDistribution] = SPACE) -> dict[str,
 
     defaults = {f.name: f.default for f in fields(Config)}
     return {name: defaults[name] for name in space}
+
+
+def first_trials(space: Mapping[str, BaseDistribution] = SPACE) -> list[dict[str, Any]]:
+    """The reference recipe, then the reference with one lever changed (ONE_LEVER_AT_A_TIME), in that order."""
+    reference = reference_recipe(space)
+    return [reference, *(reference | change for change in ONE_LEVER_AT_A_TIME)]
 
 
 def run_study(

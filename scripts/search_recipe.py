@@ -22,8 +22,8 @@ from erav1.recipe_study import (
     STUDY_NAME,
     StudySettings,
     default_pruner,
+    first_trials,
     open_study,
-    reference_recipe,
     run_study,
 )
 from erav1.study_report import describe_study
@@ -51,7 +51,8 @@ def main() -> None:
 
     load_data(args.data, args.data_dir)  # decode once into the cache, so that the trials only read it
     study = open_study(args.storage, args.study, default_pruner(args.epochs))
-    study.enqueue_trial(reference_recipe(), skip_if_exists=True)  # the book's recipe: the yardstick
+    for params in first_trials():  # the book's recipe, the yardstick, then one lever at a time
+        study.enqueue_trial(params, skip_if_exists=True)
     settings = StudySettings(
         data=args.data,
         runs=args.runs,

@@ -291,6 +291,19 @@ def test_the_reference_recipe_is_the_books_and_lies_in_the_search_space():
         assert distribution._contains(distribution.to_internal_repr(reference[name])), name
 
 
+def test_the_first_trials_change_one_lever_each_of_the_reference_inside_the_search_space():
+    from erav1.recipe_study import first_trials
+
+    reference, *others = first_trials()
+    assert reference == reference_recipe() and len(others) >= 7
+    for params in others:
+        changed = [name for name in STUDY_SPACE if params[name] != reference[name]]
+        assert len(changed) == 1, params
+        distribution = STUDY_SPACE[changed[0]]
+        assert distribution._contains(distribution.to_internal_repr(params[changed[0]])), changed
+    assert len({run_name(params) for params in first_trials()}) == len(others) + 1  # each its own run
+
+
 def test_every_recipe_of_the_space_names_its_own_run_directory():
     """Names join ``key=value`` with ``+``: distinct, safe values per parameter make distinct, safe names."""
 
