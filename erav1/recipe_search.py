@@ -13,11 +13,14 @@ itself now runs as an Optuna study (:mod:`erav1.recipe_study`).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+from erav1.published import RESULTS_DIR, published_file
 from erav1.utils.text import Markdown, markdown_table, percent
 
-SEARCH_DIR = Path("book/results/recipe_search")  # every round's selection.json, and the study
+PUBLISHED_SEARCH = "recipe_search"  # the search's folder among the published files: every round, and the study
+SEARCH_DIR = Path(RESULTS_DIR) / PUBLISHED_SEARCH
 
 # The recipe the issue measured on a CPU (89.67% test accuracy); every candidate changed some of it.
 REFERENCE: dict[str, object] = {
@@ -47,10 +50,30 @@ def chosen_candidate(rounds: list[dict]) -> tuple[int, dict]:
     return max(finished, key=lambda item: item[1]["val"]["final"]["val_acc"])
 
 
-def describe_recipe_search(folder: Path = SEARCH_DIR) -> Markdown:
-    """Every candidate of every round, with the one the validation split chose in bold."""
-    if not folder.is_dir():  # erav1 installed without the book beside it, as on Colab
-        return Markdown(f"The recipe search's results are in the book's repository, under `{SEARCH_DIR}/`.")
+def published_rounds(data_dir: str | os.PathLike = "~/.cache/erav1") -> Path | None:
+    """The folder of the committed rounds: the clone's, else downloaded into ``data_dir`` (Colab); None if none.
+
+    A download cannot list a folder, so the files are asked for by their numbers until one is missing.
+    """
+    first = published_file(f"{PUBLISHED_SEARCH}/round1.json", data_dir)
+    if first is None:
+        return None
+    for pattern, number in (("round{}.json", 2), ("seeds/seed{}.history.json", 1)):
+        while published_file(f"{PUBLISHED_SEARCH}/{pattern.format(number)}", data_dir) is not None:
+            if pattern.startswith("seeds/"):  # _describe_seeds reads each seed's environment beside its history
+                published_file(f"{PUBLISHED_SEARCH}/seeds/seed{number}.environment.json", data_dir)
+            number += 1
+    return first.parent
+
+
+def describe_recipe_search(folder: Path | None = None, data_dir: str | os.PathLike = "~/.cache/erav1") -> Markdown:
+    """Every candidate of every round, with the one the validation split chose in bold.
+
+    ``folder`` None is the book's: the clone's, else the published files, downloaded into ``data_dir``.
+    """
+    folder = published_rounds(data_dir) if folder is None else folder
+    if folder is None or not folder.is_dir():
+        return Markdown(f"No rounds of the recipe search are published (`{SEARCH_DIR}/round*.json`).")
     rounds = load_rounds(folder)
     chosen_round, chosen = chosen_candidate(rounds)
     rows = []

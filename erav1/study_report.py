@@ -14,8 +14,8 @@ with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns on stde
     import optuna
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from erav1.published import RESULTS_DIR, published_file
-from erav1.recipe_search import SEARCH_DIR
+from erav1.published import published_file
+from erav1.recipe_search import PUBLISHED_SEARCH
 from erav1.recipe_study import STUDY_NAME
 from erav1.utils.text import Markdown, markdown_table, percent
 
@@ -32,7 +32,7 @@ STATES = {
 }
 
 
-PUBLISHED_STUDY = (SEARCH_DIR / "study.db").relative_to(RESULTS_DIR).as_posix()  # as the book publishes it
+PUBLISHED_STUDY = f"{PUBLISHED_SEARCH}/study.db"  # among the published files
 
 
 def load_existing_study(

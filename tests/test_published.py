@@ -169,3 +169,14 @@ def test_the_recipe_study_is_downloaded_where_there_is_no_clone_and_absent_until
     assert f"/{PUBLISHED_STUDY}" in server.requests
     server.close()  # offline now: the copy the last download cached stands in
     assert describe_study(data_dir=data_dir) == table
+
+
+def test_the_recipe_search_rounds_are_downloaded_where_there_is_no_clone(served, tmp_path):
+    from erav1.recipe_search import PUBLISHED_SEARCH, SEARCH_DIR, describe_recipe_search
+
+    server, folder = served
+    in_clone = describe_recipe_search(ROOT / SEARCH_DIR)
+    assert "No rounds of the recipe search are published" in describe_recipe_search(data_dir=tmp_path / "data")
+    shutil.copytree(ROOT / SEARCH_DIR, folder / PUBLISHED_SEARCH)  # the committed rounds and seeds, served
+    assert describe_recipe_search(data_dir=tmp_path / "data") == in_clone
+    assert f"/{PUBLISHED_SEARCH}/seeds/seed2.environment.json" in server.requests

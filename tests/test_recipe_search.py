@@ -30,5 +30,5 @@ def test_the_book_table_lists_every_candidate_and_bolds_the_validation_winner():
     assert text.count("**") == 6  # the winner's row name, its val accuracy and its name in the last sentence
 
 
-def test_the_book_table_points_to_the_repository_without_the_results(tmp_path):
-    assert "book/results/recipe_search" in describe_recipe_search(tmp_path / "absent")
+def test_the_book_table_says_so_without_published_rounds(tmp_path):
+    assert "No rounds of the recipe search are published" in describe_recipe_search(tmp_path / "absent")
