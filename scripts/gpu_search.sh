@@ -93,6 +93,8 @@ checkpoint_study() {  # fold the write-ahead log into the database file, so that
 }
 
 search() {  # there: the study until its time is up, then three seeds of the best recipe, then pack
+    cd "$(dirname "$0")/.." || fail "cannot enter the repository"
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # erav1 from this working tree: nothing is installed there
     receive
     join_parts
     install_wheels

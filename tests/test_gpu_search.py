@@ -21,9 +21,8 @@ SCRIPT = ROOT / "scripts" / "gpu_search.sh"
 def lease(tmp_path, official_subset_zip):
     """The script's folders, all in tmp_path: here (parts), there (store, work), and what comes back (out)."""
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},  # the script finds erav1 on its own
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "PYTHONPATH": str(ROOT),
         "SOURCE": str(official_subset_zip),
         "SHA256": hashlib.sha256(official_subset_zip.read_bytes()).hexdigest(),
         "PART_SIZE": "200K",
