@@ -52,6 +52,8 @@ receive() {  # there: move the carried part out of the working tree, which the n
 
 join_parts() {  # there: the copy again, whole and checked, or nothing
     local joined=$STORE/cifar10-png.zip
+    export ERAV1_CIFAR10=$joined
+    [ -f "$joined" ] && return 0  # joined and checked by an earlier call on this machine
     compgen -G "$STORE/part_*" >/dev/null || fail "no parts in $STORE: send them first ('receive')"
     cat "$STORE"/part_* >"$joined.partial"
     local sha
@@ -62,7 +64,6 @@ join_parts() {  # there: the copy again, whole and checked, or nothing
             "a part is missing, most likely because the machine went back between calls. Send every part again."
     fi
     mv "$joined.partial" "$joined" && rm -f "$STORE"/part_*
-    export ERAV1_CIFAR10=$joined
 }
 
 # erav1's requirements that the GPU machine's image lacks (KINDS.md lists what it has), and what they need.

@@ -90,6 +90,10 @@ def test_the_parts_travel_the_study_runs_the_seeds_train_and_the_results_unpack(
     best = json.loads((results / "recipe_search" / "confirm" / "seed0.config.json").read_text())
     assert best["val_fraction"] == 0.0 and best["seed"] == 0  # the seeds train on all of train
 
+    again = script(env, "search", timeout=600)  # a second call on the same machine: the joined copy serves it
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "=== search: exit 0" in again.stdout and "=== confirmation: exit 0" in again.stdout
+
 
 def test_a_part_lost_with_a_machine_that_went_back_stops_the_search_before_it_trains(lease):
     tmp_path, env = lease
