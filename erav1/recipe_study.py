@@ -121,11 +121,13 @@ def open_study(
     """Create the study, or load it to continue; a trial without a heartbeat for ``grace_period`` s is retried.
 
     The retry is Optuna's own: the stale trial fails and a new one with its parameters is queued, which
-    resumes the stale trial's run directory. TPE's constant liar keeps parallel trials apart.
+    resumes the stale trial's run directory. TPE's constant liar keeps parallel trials apart, and its
+    multivariate model learns levers that act together (the peak lr with the batch size it should scale
+    with, and with its warm-up share) rather than each one alone.
     """
     if storage.startswith("sqlite:///"):
         write_ahead_log(Path(storage.removeprefix("sqlite:///")))
-    with warnings.catch_warnings():  # heartbeats and the constant liar are "experimental" since Optuna 2
+    with warnings.catch_warnings():  # heartbeats, the constant liar and multivariate TPE are "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         rdb = optuna.storages.RDBStorage(
             storage,
@@ -134,7 +136,7 @@ def open_study(
             grace_period=grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
         )
-        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     study = optuna.create_study(
         storage=rdb,
         study_name=name,
@@ -223,9 +225,13 @@ def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> A
             name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
         )
     assert isinstance(distribution, FloatDistribution), distribution
-    return round(
-        trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log), 6
-    )
+    return tidy(trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step,
+                                    log=distribution.log))
+
+
+def tidy(value: Any) -> Any:
+    """A float without the step's binary noise (0.30000000000000004 -> 0.3), so that run names stay short."""
+    return round(value, 6) if isinstance(value, float) else value
 
 
 def run_name(params: Mapping[str, Any]) -> str:
@@ -363,8 +369,7 @@ def best_recipe(study: optuna.Study) -> dict[str, Any]:
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise Erav1Error(f"the study {study.study_name!r} has no complete trial yet, so no recipe to confirm; "
                          "run scripts/search_recipe.py first")
-    return {name: round(value, 6) if isinstance(value, float) else value
-            for name, value in study.best_trial.params.items()}
+    return {name: tidy(value) for name, value in study.best_trial.params.items()}
 
 
 def train_seeds(params: Mapping[str, Any], settings: StudySettings, seeds: list[int], jobs: int = 1) -> list[Path]:
@@ -373,7 +378,8 @@ def train_seeds(params: Mapping[str, Any], settings: StudySettings, seeds: list[
     Each seed's run goes to ``settings.runs / seedN`` and resumes what an interrupted lease left there. The
     test set scores these runs and chooses nothing: the recipe was chosen on validation before they start.
     """
-    queue = [(settings.runs / f"seed{seed}", seed) for seed in seeds]
+    run_dirs = [settings.runs / f"seed{seed}" for seed in seeds]
+    queue = list(zip(run_dirs, seeds, strict=True))
     running: list[tuple[Path, subprocess.Popen]] = []
     failed = []
     try:
@@ -396,4 +402,4 @@ def train_seeds(params: Mapping[str, Any], settings: StudySettings, seeds: list[
             stop(process)
     if failed:
         raise TrainingFailed("erav1 train failed for " + ", ".join(failed))
-    return [settings.runs / f"seed{seed}" for seed in seeds]
+    return run_dirs

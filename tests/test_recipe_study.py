@@ -320,3 +320,14 @@ def test_every_recipe_of_the_space_names_its_own_run_directory():
         assert all(re.fullmatch(rf"{name}=[A-Za-z0-9.-]+", n) for n in names), names
         longest[name] = max(values(distribution), key=lambda v, name=name: len(run_name({name: v})))
     assert len(run_name(longest).encode()) <= 255, "a folder name longer than most filesystems allow"
+
+
+def test_the_sampler_models_the_levers_together_so_lr_can_follow_the_batch_size(tmp_path):
+    """Multivariate TPE: one joint model of lr, batch size and warm-up, not one per lever (which returns {})."""
+    from erav1.recipe_study import first_trials
+
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}")
+    for params, accuracy in zip(first_trials()[:2], (0.90, 0.91), strict=True):
+        study.add_trial(optuna.create_trial(params=params, distributions=STUDY_SPACE, value=accuracy))
+    joint = study.sampler.infer_relative_search_space(study, study.trials[-1])
+    assert {"lr", "batch_size", "pct_start"} <= set(joint)
