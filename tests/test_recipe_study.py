@@ -295,12 +295,17 @@ def test_the_first_trials_change_one_lever_each_of_the_reference_inside_the_sear
     from erav1.recipe_study import first_trials
 
     reference, *others = first_trials()
-    assert reference == reference_recipe() and len(others) >= 7
+    assert reference == reference_recipe() and len(others) >= 8
     for params in others:
         changed = [name for name in STUDY_SPACE if params[name] != reference[name]]
-        assert len(changed) == 1, params
-        distribution = STUDY_SPACE[changed[0]]
-        assert distribution._contains(distribution.to_internal_repr(params[changed[0]])), changed
+        if "batch_size" in changed:  # one lever: the batch size, with its peak lr scaled linearly
+            assert changed == ["batch_size", "lr"], params
+            assert params["lr"] / params["batch_size"] == reference["lr"] / reference["batch_size"], params
+        else:
+            assert len(changed) == 1, params
+        for name in changed:
+            distribution = STUDY_SPACE[name]
+            assert distribution._contains(distribution.to_internal_repr(params[name])), name
     assert len({run_name(params) for params in first_trials()}) == len(others) + 1  # each its own run
 
 
