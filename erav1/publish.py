@@ -64,6 +64,12 @@ def recipe_options(config: dict[str, Any]) -> dict[str, Any]:
     return {key: config.get(key, defaults[key]) for key in RECIPE_KEYS}
 
 
+def recipe_changes(config: dict[str, Any]) -> dict[str, Any]:
+    """Where a run's recipe differs from Config's defaults: what chapter 3 must train to show that run."""
+    defaults = recipe_options({})
+    return {key: value for key, value in recipe_options(config).items() if value != defaults[key]}
+
+
 def run_record(run_dir: Path) -> dict[str, Any]:
     """What a run's own files say about it: every field of ``summary.json`` that needs no evaluation."""
     config, environment = read_json(run_dir / CONFIG), read_json(run_dir / ENVIRONMENT)

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from erav1.errors import Erav1Error
-from erav1.publish import CONFIRMATION_SEEDS, publish_run
+from erav1.publish import CONFIRMATION_SEEDS, publish_run, recipe_changes
 from erav1.published import RESULTS_DIR
 from erav1.recipe_study import STORAGE, STUDY_NAME, StudySettings, best_recipe, train_seeds
 from erav1.study_report import load_existing_study
@@ -53,8 +53,11 @@ def main() -> None:
     summary = publish_run(runs[0], args.out, args.device, tuple(runs[1:]))
     for record in summary["seeds"]:
         print(f"seed {record['seed']}: final test accuracy {100 * record['test_accuracy']:.2f}%")
-    print(f"published seed {summary['seed']} into {args.out}; to train it in chapter 3, set these Config defaults: "
-          + shlex.join(f"{name}={value}" for name, value in recipe.items()))
+    changes = recipe_changes(recipe)
+    print(f"published seed {summary['seed']} into {args.out}; "
+          + ("chapter 3 trains it with Config's defaults" if not changes else
+             "to train it in chapter 3, set these Config defaults: "
+             + shlex.join(f"{name}={value}" for name, value in changes.items())))
 
 
 if __name__ == "__main__":

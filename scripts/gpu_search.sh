@@ -9,7 +9,8 @@
 #                carry [".gpu/png/part_XX"]:  bash scripts/gpu_search.sh receive
 #   there, the last part, carry [".gpu/png/part_XX", ".whl"], timeout_s 600:
 #                BUDGET_S=560 bash scripts/gpu_search.sh search
-#   here:        bash scripts/gpu_search.sh unpack FILES_AT  # study.db, summary.json, weights into book/results
+#   here:        bash scripts/gpu_search.sh unpack FILES_AT  # study.db, summary.json, weights into book/results,
+#                                                            # and the published seed's run into runs/book
 #
 # A machine that went back between calls forgot the parts it had: `search` says so (the joined file fails
 # the sha256), and the parts go again from the first. The study continues in the next lease.
@@ -24,6 +25,7 @@ CACHE=${CACHE:-$HOME/.cache/erav1}
 WORK=${WORK:-$HOME/search}            # trials' and seeds' run directories (their weights never come back)
 STORAGE=${STORAGE:-sqlite:///book/results/recipe_search/study.db}
 RESULTS=${RESULTS:-book/results}
+BOOK_RUN=${BOOK_RUN:-runs/book}       # here: the run that chapter 3 shows instead of training (20 epochs on a CPU)
 # One 20-epoch run alone took 32-41 s on the H200 and eight at once 289 s: the GPU is busy with one, so four at a
 # time lose nothing and finish a first wave of four well before the search's time is up.
 TRIALS=${TRIALS:-40} JOBS=${JOBS:-4} EPOCHS=${EPOCHS:-20} SEEDS=${SEEDS:-0 1 2} DEVICE=${DEVICE:-auto}
@@ -125,12 +127,14 @@ search_and_confirm() {
     pack
 }
 
-pack() {  # at most 8 files of 16 MiB come back: the small files in one archive, the fp16 weights in two parts
-    local db=${STORAGE#sqlite:///} small=()
+pack() {  # at most 8 files of 16 MiB come back: the small files in one archive, the fp16 weights in two parts,
+          # the published seed's fp32 model.pt in three (chapters 3-7 read it from runs/book)
+    local db=${STORAGE#sqlite:///} small=() published_seed=${SEEDS%% *}
     [ -f "$db" ] && small+=(-C "$(dirname "$db")" "$(basename "$db")")
     if [ -f "$WORK/published/summary.json" ]; then
         small+=(-C "$WORK/published" summary.json)
         split -b 15M "$WORK/published/resnet18_cifar10.pt" "$OUT/weights.part_"
+        split -b 15M "$WORK/confirm/seed$published_seed/model.pt" "$OUT/model.part_"
     fi
     for run in "$WORK"/confirm/seed*; do
         [ -f "$run/history.json" ] && small+=(-C "$WORK/confirm" "$(basename "$run")/config.json" \
@@ -143,6 +147,10 @@ pack() {  # at most 8 files of 16 MiB come back: the small files in one archive,
 unpack() {  # here: the study, and the published run with its seeds, into book/results
     local files=${1:-}
     [ -d "$files" ] || fail "unpack FILES_AT: name the folder that the search call's files came back in"
+    if [ -n "$(ls -A "$BOOK_RUN" 2>/dev/null)" ]; then  # before anything is written: nothing is lost
+        fail "$BOOK_RUN holds a run already, and the published run goes there; move it away" \
+            "(mv $BOOK_RUN $BOOK_RUN.before) and unpack again"
+    fi
     local tmp
     tmp=$(mktemp -d)
     tar xzf "$files/results.tar.gz" -C "$tmp" || fail "$files/results.tar.gz is not a whole archive"
@@ -162,10 +170,37 @@ EOF
                 cp "$run/$name.json" "$RESULTS/recipe_search/confirm/$(basename "$run").$name.json"
             done
         done
+        book_run "$tmp" "$files"
         mv "$tmp/weights.pt" "$RESULTS/resnet18_cifar10.pt" && cp "$tmp/summary.json" "$RESULTS/summary.json"
     fi
     rm -rf "$tmp"
     ls -l "$RESULTS" "$RESULTS/recipe_search"
+}
+
+book_run() {  # here: the published seed's run into runs/book, where chapter 3 finds it finished and trains nothing
+    local tmp=$1 files=$2 python=${PYTHON:-python} seed changes
+    [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && python=.venv/bin/python  # torch and erav1, from `make test`
+    seed=$("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['seed'])" "$tmp/summary.json")
+    cat "$files"/model.part_* >"$tmp/model.pt"
+    "$python" - "$tmp/model.pt" "$tmp/weights.pt" <<'EOF' || fail "the model.pt that came back is not the published run's"
+import sys
+import torch
+full, half = (torch.load(path, weights_only=True) for path in sys.argv[1:])
+same = full.keys() == half.keys() and all(
+    torch.equal(value.half() if value.is_floating_point() else value, half[key]) for key, value in full.items())
+sys.exit(not same)  # the published weights are model.pt in fp16: the two must agree to the last bit
+EOF
+    mkdir -p "$BOOK_RUN"
+    for name in config environment history; do cp "$tmp/seed$seed/$name.json" "$BOOK_RUN/$name.json"; done
+    mv "$tmp/model.pt" "$BOOK_RUN/model.pt"
+    changes=$("$python" -c "import json, sys; from erav1.publish import recipe_changes
+print(' '.join(f'{k}={v}' for k, v in recipe_changes(json.load(open(sys.argv[1]))).items()))" "$BOOK_RUN/config.json")
+    if [ -n "$changes" ]; then
+        echo "$BOOK_RUN holds seed $seed. Chapter 3 shows it, and trains nothing, once Config's defaults in" \
+            "erav1/main.py (and chapter 3's batch_size) are its recipe: $changes"
+    else
+        echo "$BOOK_RUN holds seed $seed, trained with Config's defaults: chapter 3 shows it and trains nothing"
+    fi
 }
 
 case ${1:-} in

@@ -33,6 +33,7 @@ def lease(tmp_path, official_subset_zip):
         "WORK": str(tmp_path / "work"),
         "STORAGE": f"sqlite:///{tmp_path / 'study' / 'study.db'}",
         "RESULTS": str(tmp_path / "results"),
+        "BOOK_RUN": str(tmp_path / "runs" / "book"),
         "OUT": str(tmp_path / "out"),
         "WHEELS": str(tmp_path / "no-wheels"),  # this machine has every package; the GPU machine gets wheels
         "TRIALS": "2", "JOBS": "2", "EPOCHS": "1", "SEEDS": "0 1", "DEVICE": "cpu",
@@ -72,7 +73,8 @@ def test_the_parts_travel_the_study_runs_the_seeds_train_and_the_results_unpack(
     done = script(env, "search", timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     out = tmp_path / "out"
-    back = ["results.tar.gz", "search.log", "weights.part_aa", "weights.part_ab"]  # at most 8 files of 16 MiB
+    back = ["model.part_aa", "model.part_ab", "model.part_ac", "results.tar.gz", "search.log", "weights.part_aa",
+            "weights.part_ab"]  # at most 8 files of 16 MiB
     assert sorted(p.name for p in out.iterdir()) == back
     assert "=== confirmation: exit 0" in (out / "search.log").read_text()
 
@@ -90,6 +92,15 @@ def test_the_parts_travel_the_study_runs_the_seeds_train_and_the_results_unpack(
     best = json.loads((results / "recipe_search" / "confirm" / "seed0.config.json").read_text())
     assert best["val_fraction"] == 0.0 and best["seed"] == 0  # the seeds train on all of train
 
+    book_run = tmp_path / "runs" / "book"  # the published seed, where chapter 3 finds it and trains nothing
+    assert "holds seed 0" in unpacked.stdout
+    assert sorted(p.name for p in book_run.iterdir()) == ["config.json", "environment.json", "history.json", "model.pt"]
+    assert json.loads((book_run / "config.json").read_text()) == best
+    shown = subprocess.run([sys.executable, "-m", "erav1", "train", "--resume", str(book_run), "--device", "cpu"],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and "has finished all 1 epochs" in shown.stdout, shown.stdout + shown.stderr
+    assert sorted(p.name for p in book_run.iterdir())[-1] == "model.pt", "showing the run wrote nothing into it"
+
     again = script(env, "search", timeout=600)  # a second call on the same machine: the joined copy serves it
     assert again.returncode == 0, again.stdout + again.stderr
     assert "=== search: exit 0" in again.stdout and "=== confirmation: exit 0" in again.stdout
@@ -105,3 +116,15 @@ def test_a_part_lost_with_a_machine_that_went_back_stops_the_search_before_it_tr
     assert "a part is missing" in done.stderr and "Send every part again" in done.stderr
     assert not (tmp_path / "work").exists() and not (tmp_path / "store" / "cifar10-png.zip").exists()
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [p.name for p in parts[1:]]  # nothing lost
+
+
+def test_unpack_refuses_to_overwrite_a_run_in_runs_book_and_writes_nothing(lease):
+    tmp_path, env = lease
+    book_run = tmp_path / "runs" / "book"
+    book_run.mkdir(parents=True)
+    (book_run / "model.pt").write_bytes(b"an earlier run")
+    (tmp_path / "out").mkdir()
+
+    done = script(env, "unpack", str(tmp_path / "out"))
+    assert done.returncode == 2 and "holds a run already" in done.stderr and "mv " in done.stderr
+    assert (book_run / "model.pt").read_bytes() == b"an earlier run" and not (tmp_path / "results").exists()
