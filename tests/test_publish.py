@@ -11,7 +11,7 @@ import torch
 
 from erav1.book.results import refresh_results
 from erav1.errors import RunDirError
-from erav1.publish import PUBLISHED_WEIGHTS, RECIPE_KEYS, SUMMARY, publish_run, run_record
+from erav1.publish import PUBLISHED_WEIGHTS, RECIPE_KEYS, SUMMARY, publish_run, recipe_changes, run_record
 from erav1.utils.evaluation import evaluate_model, load_model
 from erav1.utils.policies import Runtime
 from erav1.utils.rundir import CONFIG, HISTORY
@@ -173,3 +173,13 @@ def test_a_summary_older_than_a_lever_is_the_same_recipe_only_while_the_lever_is
     assert same_recipe(old, new)
     new["recipe"]["ema_decay"] = 0.998
     assert not same_recipe(old, new)
+
+
+def test_recipe_changes_name_what_differs_from_configs_defaults_and_nothing_else():
+    """What chapter 3 must train to show a run: the recipe options off Config's defaults, not where it ran."""
+    from erav1.main import Config
+
+    config = Config(lr=0.2, batch_size=256, ema_decay=0.995, device="cuda", run_dir="elsewhere").to_saved_dict()
+    assert recipe_changes(config) == {"lr": 0.2, "batch_size": 256, "ema_decay": 0.995}
+    assert recipe_changes(Config().to_saved_dict()) == {}
+    assert recipe_changes({"lr": 0.2}) == {"lr": 0.2}, "a config older than an option trained its default"
