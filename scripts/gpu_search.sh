@@ -9,8 +9,8 @@
 #                carry [".gpu/png/part_XX"]:  bash scripts/gpu_search.sh receive
 #   there, the last part, carry [".gpu/png/part_XX", ".whl"], timeout_s 600:
 #                BUDGET_S=560 bash scripts/gpu_search.sh search
-#   here:        bash scripts/gpu_search.sh unpack FILES_AT  # study.db, summary.json, weights into book/results,
-#                                                            # and the published seed's run into runs/book
+#   here:        bash scripts/gpu_search.sh unpack FILES_AT  # the study into book/results, the published seed's
+#                                                            # run into runs/book, published again from there
 #
 # A machine that went back between calls forgot the parts it had: `search` says so (the joined file fails
 # the sha256), and the parts go again from the first. The study continues in the next lease.
@@ -127,14 +127,14 @@ search_and_confirm() {
     pack
 }
 
-pack() {  # at most 8 files of 16 MiB come back: the small files in one archive, the fp16 weights in two parts,
-          # the published seed's fp32 model.pt in three (chapters 3-7 read it from runs/book)
-    local db=${STORAGE#sqlite:///} small=() published_seed=${SEEDS%% *}
+pack() {  # at most 8 files of 16 MiB, 64 MiB together, come back: the small files in one archive, and the published
+          # seed's fp32 model.pt in three parts; the fp16 weights, which would not fit beside it, are made here again
+    local db=${STORAGE#sqlite:///} small=() published=$WORK/confirm/seed${SEEDS%% *}
     [ -f "$db" ] && small+=(-C "$(dirname "$db")" "$(basename "$db")")
     if [ -f "$WORK/published/summary.json" ]; then
-        small+=(-C "$WORK/published" summary.json)
-        split -b 15M "$WORK/published/resnet18_cifar10.pt" "$OUT/weights.part_"
-        split -b 15M "$WORK/confirm/seed$published_seed/model.pt" "$OUT/model.part_"
+        (cd "$published" && sha256sum model.pt >"$WORK/published/model.sha256")
+        small+=(-C "$WORK/published" summary.json model.sha256)
+        split -b 15M "$published/model.pt" "$OUT/model.part_"
     fi
     for run in "$WORK"/confirm/seed*; do
         [ -f "$run/history.json" ] && small+=(-C "$WORK/confirm" "$(basename "$run")/config.json" \
@@ -144,55 +144,54 @@ pack() {  # at most 8 files of 16 MiB come back: the small files in one archive,
     ls -l "$OUT"
 }
 
-unpack() {  # here: the study, and the published run with its seeds, into book/results
-    local files=${1:-}
+unpack() {  # here: the study into book/results, the published seed's run into runs/book, and that run published
+    local files=${1:-} python=${PYTHON:-python} tmp
     [ -d "$files" ] || fail "unpack FILES_AT: name the folder that the search call's files came back in"
+    [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && python=.venv/bin/python  # torch and erav1, from `make test`
     if [ -n "$(ls -A "$BOOK_RUN" 2>/dev/null)" ]; then  # before anything is written: nothing is lost
         fail "$BOOK_RUN holds a run already, and the published run goes there; move it away" \
             "(mv $BOOK_RUN $BOOK_RUN.before) and unpack again"
     fi
-    local tmp
     tmp=$(mktemp -d)
     tar xzf "$files/results.tar.gz" -C "$tmp" || fail "$files/results.tar.gz is not a whole archive"
+    if [ -f "$tmp/summary.json" ]; then  # checked before anything is written
+        cat "$files"/model.part_* >"$tmp/model.pt" 2>/dev/null
+        (cd "$tmp" && sha256sum --quiet -c model.sha256 2>/dev/null) ||
+            fail "the parts of model.pt in $files do not join to the file that the search call packed"
+    fi
+    export ERAV1_CIFAR10=${ERAV1_CIFAR10:-$(realpath -q "$SOURCE")}  # `cifar10` for the runs: the official pixels
     [ -f "$tmp/study.db" ] && mkdir -p "$RESULTS/recipe_search" && cp "$tmp/study.db" "$RESULTS/recipe_search/study.db"
     if [ -f "$tmp/summary.json" ]; then
-        cat "$files"/weights.part_* >"$tmp/weights.pt"
-        python - "$tmp" <<'EOF' || fail "the weights that came back are not the ones summary.json names"
-import hashlib, json, sys
-from pathlib import Path
-tmp = Path(sys.argv[1])
-expected = json.loads((tmp / "summary.json").read_text())["weights_sha256"]
-sys.exit(hashlib.sha256((tmp / "weights.pt").read_bytes()).hexdigest() != expected)
-EOF
         mkdir -p "$RESULTS/recipe_search/confirm"
         for run in "$tmp"/seed*; do
             for name in config environment history; do
                 cp "$run/$name.json" "$RESULTS/recipe_search/confirm/$(basename "$run").$name.json"
             done
         done
-        book_run "$tmp" "$files"
-        mv "$tmp/weights.pt" "$RESULTS/resnet18_cifar10.pt" && cp "$tmp/summary.json" "$RESULTS/summary.json"
+        book_run "$tmp" "$python"
     fi
     rm -rf "$tmp"
     ls -l "$RESULTS" "$RESULTS/recipe_search"
 }
 
-book_run() {  # here: the published seed's run into runs/book, where chapter 3 finds it finished and trains nothing
-    local tmp=$1 files=$2 python=${PYTHON:-python} seed changes
-    [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && python=.venv/bin/python  # torch and erav1, from `make test`
+book_run() {  # the published seed's run into runs/book, where chapter 3 finds it finished and trains nothing
+    local tmp=$1 python=$2 seed changes
     seed=$("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['seed'])" "$tmp/summary.json")
-    cat "$files"/model.part_* >"$tmp/model.pt"
-    "$python" - "$tmp/model.pt" "$tmp/weights.pt" <<'EOF' || fail "the model.pt that came back is not the published run's"
-import sys
-import torch
-full, half = (torch.load(path, weights_only=True) for path in sys.argv[1:])
-same = full.keys() == half.keys() and all(
-    torch.equal(value.half() if value.is_floating_point() else value, half[key]) for key, value in full.items())
-sys.exit(not same)  # the published weights are model.pt in fp16: the two must agree to the last bit
-EOF
-    mkdir -p "$BOOK_RUN"
+    mkdir -p "$BOOK_RUN" "$tmp/published"
     for name in config environment history; do cp "$tmp/seed$seed/$name.json" "$BOOK_RUN/$name.json"; done
     mv "$tmp/model.pt" "$BOOK_RUN/model.pt"
+    # Published again here, from the fp32 weights: the fp16 file, summary.json's scores on this machine, and the
+    # other seeds, which `erav1 publish` keeps from the summary that came back (same recipe, epochs and images).
+    cp "$tmp/summary.json" "$tmp/published/summary.json"
+    "$python" -m erav1 publish "$BOOK_RUN" --out "$tmp/published" --device cpu || fail "erav1 publish $BOOK_RUN failed"
+    "$python" - "$tmp/summary.json" "$tmp/published/summary.json" <<'EOF' || fail "the seeds did not carry over"
+import json, sys
+there, here = (json.load(open(path)) for path in sys.argv[1:])
+sys.exit([s["seed"] for s in there["seeds"]] != [s["seed"] for s in here["seeds"]]
+         or there["test_accuracy"] != here["test_accuracy"])
+EOF
+    mv "$tmp/published/resnet18_cifar10.pt" "$RESULTS/resnet18_cifar10.pt"
+    mv "$tmp/published/summary.json" "$RESULTS/summary.json"  # last: it names the weights already in place
     changes=$("$python" -c "import json, sys; from erav1.publish import recipe_changes
 print(' '.join(f'{k}={v}' for k, v in recipe_changes(json.load(open(sys.argv[1]))).items()))" "$BOOK_RUN/config.json")
     if [ -n "$changes" ]; then

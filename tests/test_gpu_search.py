@@ -73,10 +73,17 @@ def test_the_parts_travel_the_study_runs_the_seeds_train_and_the_results_unpack(
     done = script(env, "search", timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     out = tmp_path / "out"
-    back = ["model.part_aa", "model.part_ab", "model.part_ac", "results.tar.gz", "search.log", "weights.part_aa",
-            "weights.part_ab"]  # at most 8 files of 16 MiB
+    back = ["model.part_aa", "model.part_ab", "model.part_ac", "results.tar.gz", "search.log"]
     assert sorted(p.name for p in out.iterdir()) == back
+    assert sum(p.stat().st_size for p in out.iterdir()) < 64 * 2**20  # 8 files of 16 MiB at most, 64 MiB in all
     assert "=== confirmation: exit 0" in (out / "search.log").read_text()
+
+    damaged = tmp_path / "damaged"  # a part that did not come back whole: refused before anything is written
+    shutil.copytree(out, damaged)
+    (damaged / "model.part_ab").write_bytes((damaged / "model.part_ab").read_bytes()[:-1])
+    refused = script(env, "unpack", str(damaged))
+    assert refused.returncode == 2 and "do not join" in refused.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
 
     unpacked = script(env, "unpack", str(out))
     assert unpacked.returncode == 0, unpacked.stderr
@@ -94,12 +101,13 @@ def test_the_parts_travel_the_study_runs_the_seeds_train_and_the_results_unpack(
 
     book_run = tmp_path / "runs" / "book"  # the published seed, where chapter 3 finds it and trains nothing
     assert "holds seed 0" in unpacked.stdout
-    assert sorted(p.name for p in book_run.iterdir()) == ["config.json", "environment.json", "history.json", "model.pt"]
+    listing = sorted(p.name for p in book_run.iterdir())
+    assert listing == ["config.json", "environment.json", "history.json", "model.pt", "report"]  # report: publish's
     assert json.loads((book_run / "config.json").read_text()) == best
     shown = subprocess.run([sys.executable, "-m", "erav1", "train", "--resume", str(book_run), "--device", "cpu"],
                            capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0 and "has finished all 1 epochs" in shown.stdout, shown.stdout + shown.stderr
-    assert sorted(p.name for p in book_run.iterdir())[-1] == "model.pt", "showing the run wrote nothing into it"
+    assert sorted(p.name for p in book_run.iterdir()) == listing, "showing the finished run wrote nothing into it"
 
     again = script(env, "search", timeout=600)  # a second call on the same machine: the joined copy serves it
     assert again.returncode == 0, again.stdout + again.stderr
