@@ -136,3 +136,12 @@ def test_unpack_refuses_to_overwrite_a_run_in_runs_book_and_writes_nothing(lease
     done = script(env, "unpack", str(tmp_path / "out"))
     assert done.returncode == 2 and "holds a run already" in done.stderr and "mv " in done.stderr
     assert (book_run / "model.pt").read_bytes() == b"an earlier run" and not (tmp_path / "results").exists()
+
+
+def test_what_the_script_writes_into_the_working_tree_is_ignored_by_git():
+    """Carried paths must be ignored: untracked ones would travel in every call and overflow its 64 MiB."""
+    written = [".gpu/png/part_aa", ".whl/optuna-5.0.0-py3-none-any.whl"]  # PARTS and WHEELS, as the script names them
+    assert f'PARTS=${{PARTS:-{Path(written[0]).parent}}}' in SCRIPT.read_text()
+    assert f'WHEELS=${{WHEELS:-{Path(written[1]).parent}}}' in SCRIPT.read_text()
+    ignored = subprocess.run(["git", "check-ignore", *written], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == written
