@@ -48,9 +48,10 @@ def test_summary_holds_the_final_epoch_the_recipe_and_the_environment(published,
     assert summary["torch"] == torch.__version__ and summary["hardware"]
     assert summary["data"] == small_splits.source and "/" not in summary["data"]  # no folder of this machine
     assert summary["data_fingerprint"] == small_splits.fingerprints
-    # the class-wise accuracies, weighted by class size (50 each), give back the final test accuracy
+    # the class-wise accuracies, weighted by class size (50 each), give back the final test accuracy; they are
+    # re-scored in the precision auto picks (bf16 on a CPU with avx512_bf16), the run scored itself in fp32
     mean = sum(summary["class_accuracy"].values()) / len(summary["class_accuracy"])
-    assert mean == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    assert mean == pytest.approx(summary["test_accuracy"], abs=2 / len(small_splits.test))
 
 
 def test_published_fp16_weights_load_and_predict_like_the_run(published, tiny_run, small_splits):
