@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -197,17 +197,51 @@ def first_trials(space: Mapping[str, BaseDistribution] = SPACE) -> list[dict[str
     return [reference, *(reference | change for change in ONE_LEVER_AT_A_TIME)]
 
 
+def winners_combined(study: optuna.Study, space: Mapping[str, BaseDistribution] = SPACE) -> dict[str, Any] | None:
+    """The reference with every one-lever change that beat it on validation, once all of them have finished.
+
+    One lever at a time says which levers help alone; this trial asks whether they add up. Only complete
+    trials count (a pruned one trailed its peers), and it takes two winners or more to make a new recipe.
+    """
+    finished = study.get_trials(deepcopy=False, states=FINISHED)
+    reference, *single = first_trials(space)
+    trials = [next((t for t in finished if t.params == params), None) for params in (reference, *single)]
+    if None in trials or trials[0].state != TrialState.COMPLETE:
+        return None
+    winners = [change for change, trial in zip(ONE_LEVER_AT_A_TIME, trials[1:], strict=True)
+               if trial.state == TrialState.COMPLETE and trial.value > trials[0].value]
+    if len(winners) < 2:
+        return None
+    for change in winners:
+        reference |= change
+    return reference
+
+
+class QueueWinnersCombined:
+    """Optuna callback: after each trial, queue :func:`winners_combined` once it exists (and only once)."""
+
+    def __init__(self, space: Mapping[str, BaseDistribution] = SPACE) -> None:
+        self.space, self.lock = space, threading.Lock()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        with self.lock:  # the n_jobs threads call it; skip_if_exists spans processes and restarts
+            combined = winners_combined(study, self.space)
+            if combined is not None:
+                study.enqueue_trial(combined, user_attrs={"combines": "the one-lever winners"}, skip_if_exists=True)
+
+
 def run_study(
     study: optuna.Study,
     settings: StudySettings,
     trials: int,
     jobs: int = 1,
     space: Mapping[str, BaseDistribution] = SPACE,
+    callbacks: tuple[Callable[[optuna.Study, optuna.trial.FrozenTrial], None], ...] = (),
 ) -> None:
     """Run trials, ``jobs`` at a time on this machine, until the study holds ``trials`` finished ones.
 
     ``trials`` counts the whole study (complete or pruned), whichever worker ran them, so a restarted
-    or added worker runs only what is missing.
+    or added worker runs only what is missing. ``callbacks`` run after every trial (Optuna's).
     """
     missing = trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if missing <= 0:
@@ -217,7 +251,7 @@ def run_study(
         n_trials=missing,
         n_jobs=jobs,
         catch=(TrainingFailed,),
-        callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED)],
+        callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED), *callbacks],
     )
 
 

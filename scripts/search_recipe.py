@@ -20,6 +20,7 @@ from erav1.recipe_study import (
     RUNS,
     STORAGE,
     STUDY_NAME,
+    QueueWinnersCombined,
     StudySettings,
     default_pruner,
     first_trials,
@@ -62,7 +63,7 @@ def main() -> None:
         train_args=tuple(train_args),
         launcher=tuple(shlex.split(args.launcher)),
     )
-    run_study(study, settings, args.trials, args.jobs)
+    run_study(study, settings, args.trials, args.jobs, callbacks=(QueueWinnersCombined(),))  # then: do they add up?
     print(describe_study(args.storage, args.study))
 
 

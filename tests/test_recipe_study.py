@@ -336,3 +336,45 @@ def test_the_sampler_models_the_levers_together_so_lr_can_follow_the_batch_size(
         study.add_trial(optuna.create_trial(params=params, distributions=STUDY_SPACE, value=accuracy))
     joint = study.sampler.infer_relative_search_space(study, study.trials[-1])
     assert {"lr", "batch_size", "pct_start"} <= set(joint)
+
+
+def test_once_the_one_lever_trials_have_finished_the_winners_are_queued_together_once(tmp_path):
+    """Levers that beat the reference alone are tried together next; pruned or losing levers stay out."""
+    from erav1.recipe_study import ONE_LEVER_AT_A_TIME, QueueWinnersCombined, first_trials, winners_combined
+
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}")
+    reference, *single = first_trials()
+    values = {0: 0.93, 1: 0.915, 2: 0.94}  # the EMA and Cutout p = 0.5 beat the reference; the half batch did not
+
+    def add(params, value, state=TrialState.COMPLETE):
+        study.add_trial(optuna.create_trial(params=params, distributions=STUDY_SPACE, state=state,
+                                            value=value if state == TrialState.COMPLETE else None,
+                                            intermediate_values={10: value}))
+
+    add(reference, 0.92)
+    for index, params in enumerate(single[:-1]):
+        add(params, values.get(index, 0.91))
+    assert winners_combined(study) is None, "not before every one-lever trial has finished"
+    add(single[-1], 0.99, state=TrialState.PRUNED)  # a pruned trial never wins, whatever it reported
+    expected = reference | ONE_LEVER_AT_A_TIME[0] | ONE_LEVER_AT_A_TIME[2]
+    assert winners_combined(study) == expected
+
+    queue = QueueWinnersCombined()
+    for trial in study.trials[-2:]:  # called after every trial, by several threads and workers
+        queue(study, trial)
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [expected]  # queued: its params are fixed ones
+    assert waiting[0].user_attrs == {"combines": "the one-lever winners"}
+    for name, distribution in STUDY_SPACE.items():
+        assert distribution._contains(distribution.to_internal_repr(expected[name])), name
+
+
+def test_fewer_than_two_winners_queue_nothing(tmp_path):
+    from erav1.recipe_study import QueueWinnersCombined, first_trials
+
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}")
+    reference, *single = first_trials()
+    for params, value in [(reference, 0.92), *((params, 0.91) for params in single[1:]), (single[0], 0.95)]:
+        study.add_trial(optuna.create_trial(params=params, distributions=STUDY_SPACE, value=value))
+    QueueWinnersCombined()(study, study.trials[-1])
+    assert not study.get_trials(states=(TrialState.WAITING,)), "one winner is already a trial of its own"
