@@ -148,6 +148,8 @@ unpack() {  # here: the study into book/results, the published seed's run into r
     local files=${1:-} python=${PYTHON:-python} tmp
     [ -d "$files" ] || fail "unpack FILES_AT: name the folder that the search call's files came back in"
     [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && python=.venv/bin/python  # torch and erav1, from `make test`
+    "$python" -c "import erav1, torch" 2>/dev/null ||
+        fail "unpack publishes the run with erav1 and torch, which $python lacks: run 'make venv' first"
     if [ -n "$(ls -A "$BOOK_RUN" 2>/dev/null)" ]; then  # before anything is written: nothing is lost
         fail "$BOOK_RUN holds a run already, and the published run goes there; move it away" \
             "(mv $BOOK_RUN $BOOK_RUN.before) and unpack again"
@@ -183,7 +185,10 @@ book_run() {  # the published seed's run into runs/book, where chapter 3 finds i
     # Published again here, from the fp32 weights: the fp16 file, summary.json's scores on this machine, and the
     # other seeds, which `erav1 publish` keeps from the summary that came back (same recipe, epochs and images).
     cp "$tmp/summary.json" "$tmp/published/summary.json"
-    "$python" -m erav1 publish "$BOOK_RUN" --out "$tmp/published" --device cpu || fail "erav1 publish $BOOK_RUN failed"
+    if ! "$python" -m erav1 publish "$BOOK_RUN" --out "$tmp/published" --device cpu; then
+        rm -rf "$BOOK_RUN"  # it was empty before: unpack can run again once the cause is fixed
+        fail "erav1 publish $BOOK_RUN failed (its message is above); $BOOK_RUN is empty again"
+    fi
     "$python" - "$tmp/summary.json" "$tmp/published/summary.json" <<'EOF' || fail "the seeds did not carry over"
 import json, sys
 there, here = (json.load(open(path)) for path in sys.argv[1:])

@@ -85,7 +85,14 @@ def test_the_parts_travel_the_study_runs_the_seeds_train_and_the_results_unpack(
     assert refused.returncode == 2 and "do not join" in refused.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
 
-    unpacked = script(env, "unpack", str(out))
+    data = Path(env["DATA"])  # the images the runs trained on, gone: publishing here fails, and leaves no run behind
+    data.rename(data.with_suffix(".away"))
+    failed = script(env, "unpack", str(out), timeout=300)
+    data.with_suffix(".away").rename(data)
+    assert failed.returncode == 2 and "is empty again" in failed.stderr, failed.stdout + failed.stderr
+    assert not (tmp_path / "runs" / "book").exists() and not (tmp_path / "results" / "summary.json").exists()
+
+    unpacked = script(env, "unpack", str(out), timeout=300)
     assert unpacked.returncode == 0, unpacked.stderr
     results = tmp_path / "results"
     summary = json.loads((results / "summary.json").read_text())
@@ -135,6 +142,8 @@ def test_unpack_refuses_to_overwrite_a_run_in_runs_book_and_writes_nothing(lease
 
     done = script(env, "unpack", str(tmp_path / "out"))
     assert done.returncode == 2 and "holds a run already" in done.stderr and "mv " in done.stderr
+    without = script(env | {"PYTHON": "false"}, "unpack", str(tmp_path / "out"))  # a Python without erav1 and torch
+    assert without.returncode == 2 and "make venv" in without.stderr
     assert (book_run / "model.pt").read_bytes() == b"an earlier run" and not (tmp_path / "results").exists()
 
 
