@@ -189,12 +189,15 @@ book_run() {  # the published seed's run into runs/book, where chapter 3 finds i
         rm -rf "$BOOK_RUN"  # it was empty before: unpack can run again once the cause is fixed
         fail "erav1 publish $BOOK_RUN failed (its message is above); $BOOK_RUN is empty again"
     fi
-    "$python" - "$tmp/summary.json" "$tmp/published/summary.json" <<'EOF' || fail "the seeds did not carry over"
+    if ! "$python" - "$tmp/summary.json" "$tmp/published/summary.json" <<'EOF'; then
 import json, sys
 there, here = (json.load(open(path)) for path in sys.argv[1:])
 sys.exit([s["seed"] for s in there["seeds"]] != [s["seed"] for s in here["seeds"]]
          or there["test_accuracy"] != here["test_accuracy"])
 EOF
+        rm -rf "$BOOK_RUN"
+        fail "publishing $BOOK_RUN here did not keep the seeds of the summary that came back; $BOOK_RUN is empty again"
+    fi
     mv "$tmp/published/resnet18_cifar10.pt" "$RESULTS/resnet18_cifar10.pt"
     mv "$tmp/published/summary.json" "$RESULTS/summary.json"  # last: it names the weights already in place
     changes=$("$python" -c "import json, sys; from erav1.publish import recipe_changes
