@@ -18,7 +18,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from erav1.book.runner import add_book_parser
-from erav1.errors import Erav1Error
+from erav1.errors import Erav1Error, UsageError
 
 if typing.TYPE_CHECKING:
     from erav1.main import Config
@@ -214,11 +214,18 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    from erav1.publish import SUMMARY, publish_run
+    from erav1.publish import SUMMARY, add_seed_runs, publish_run
 
-    summary = publish_run(args.run_dir, args.out, args.device, tuple(args.seed_run))
-    print(f"published {args.run_dir}: final test accuracy {100 * summary['test_accuracy']:.2f}% "
-          f"after {summary['epochs']} epochs -> {Path(args.out) / SUMMARY}")
+    if args.run_dir is None:
+        if not args.seed_run:
+            raise UsageError("give RUN_DIR to publish a run, or --seed-run DIR to add another seed of the "
+                             "published recipe to its summary.json")
+        summary = add_seed_runs(args.out, tuple(args.seed_run))
+        print(f"added {len(args.seed_run)} seed(s) to the published run in {Path(args.out) / SUMMARY}")
+    else:
+        summary = publish_run(args.run_dir, args.out, args.device, tuple(args.seed_run))
+        print(f"published {args.run_dir}: final test accuracy {100 * summary['test_accuracy']:.2f}% "
+              f"after {summary['epochs']} epochs -> {Path(args.out) / SUMMARY}")
     if len(summary["seeds"]) > 1:
         seeds = ", ".join(f"seed {r['seed']} {100 * r['test_accuracy']:.2f}%" for r in summary["seeds"])
         spread = 100 * summary["seed_spread"]
@@ -232,9 +239,11 @@ def add_publish_parser(commands: argparse._SubParsersAction) -> None:
 
     publish = commands.add_parser(
         "publish", help="write a finished run's summary.json and fp16 weights for the book",
-        description="Evaluate a finished run, then write summary.json and resnet18_cifar10.pt (fp16 weights).",
+        description="Evaluate a finished run, then write summary.json and resnet18_cifar10.pt (fp16 weights). "
+                    "Without RUN_DIR, add other seeds of the published recipe to the summary.json in --out.",
     )
-    publish.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    publish.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
+                         help="a finished run directory (omit it to add --seed-run runs to the published summary)")
     publish.add_argument("--out", default=RESULTS_DIR, help="where to write them (default: %(default)s)")
     publish.add_argument("--device", choices=DEVICES, default="auto",
                          help="device of the evaluation pass (default: %(default)s)")

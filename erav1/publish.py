@@ -11,8 +11,9 @@ Writes two files that the book, the README and Colab readers use:
 
 A recipe is confirmed before it is published: the same recipe trains again with other seeds
 (``erav1 publish RUN_DIR --seed-run OTHER_RUN ...``), and ``summary.json`` lists every seed's final test
-accuracy and their spread. The published run is the one with the seed fixed before any of them trained
-(``Config.seed``, 0), never the best of them on test.
+accuracy and their spread. A seed that finishes later, where the published run's directory is not, joins
+the published summary on its own (``erav1 publish --seed-run OTHER_RUN``). The published run is the one
+with the seed fixed before any of them trained (``Config.seed``, 0), never the best of them on test.
 
 Every number is read from the run's own files or measured on its test set here.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,7 @@ def run_record(run_dir: Path) -> dict[str, Any]:
         "epochs": len(history),
         "recipe": recipe_options(config) | {"precision": environment["precision"]},
         "seed": config["seed"],
+        "subset": config.get("subset"),  # images per split, when the run trained on a subset of them
         "wall_time_s": sum(record["seconds"] for record in history),
         "hardware": _hardware(environment),
         "torch": environment["torch"],
@@ -88,33 +91,104 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def seed_records(run_dir: Path, seed_runs: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
-    """The published run and other seeds of its recipe: what each one's final epoch scored on test.
+def seed_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """What ``summary.json`` keeps of each seed, from a run's record or from a summary."""
+    return {key: record[key] for key in SEED_FIELDS} | {"precision": record["recipe"]["precision"]}
 
-    Another seed confirms the recipe only if it trained the same recipe (precision aside: a seed may train
-    on other hardware) for as many epochs on the same images, and every run has a seed of its own.
+
+def summary_seeds(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The seeds a summary lists; a summary older than the list has one, the published run's."""
+    return summary.get("seeds") or [seed_fields(summary)]
+
+
+def _confirming_records(
+    seed_runs: tuple[Path, ...],
+    reference: str,
+    recipe: dict[str, Any],
+    images: dict[str, Any],
+    images_of: Callable[[dict[str, Any]], dict[str, Any]],
+    seeds: set[int],
+) -> list[dict[str, Any]]:
+    """The records of ``seed_runs``, each checked to confirm the recipe of ``reference``.
+
+    A run confirms it only if it trained the same recipe (precision aside: a seed may train on other hardware)
+    for as many epochs on the same images (``images_of`` its config matches ``images``), with a seed of its own.
     """
-    published, published_config = run_record(run_dir), read_json(run_dir / CONFIG)
-    records = [published]
+    records = []
     for other in seed_runs:
         _check_finished(other)
-        record, config = run_record(other), read_json(other / CONFIG)
-        recipe = {k: v for k, v in record["recipe"].items() if k != "precision"}
-        differ = [key for key, value in recipe.items() if published["recipe"][key] != value]
-        differ += [key for key in DATA_KEYS if config.get(key) != published_config.get(key)]
-        differ += ["epochs"] if record["epochs"] != published["epochs"] else []
+        record = run_record(other)
+        differ = [key for key, value in record["recipe"].items() if key != "precision" and recipe[key] != value]
+        differ += ["epochs"] if record["epochs"] != recipe["epochs"] else []
+        differ += [key for key, value in images_of(read_json(other / CONFIG)).items() if images[key] != value]
         if differ:
             raise RunDirError(
-                f"{other} did not train the recipe of {run_dir} ({', '.join(differ)} differ), so it cannot confirm "
-                "it; give --seed-run only runs of the same recipe with another --seed."
+                f"{other} did not train the recipe of {reference} ({', '.join(differ)} differ), so it cannot "
+                "confirm it; give --seed-run only runs of the same recipe with another --seed."
             )
-        if record["seed"] in {r["seed"] for r in records}:
+        if record["seed"] in seeds:
             raise RunDirError(
-                f"{other} trained seed {record['seed']}, like another run given; each run that confirms a recipe "
-                "needs a seed of its own ('erav1 train --seed N')."
+                f"{other} trained seed {record['seed']}, which {reference} or another run given already has; "
+                "each run that confirms a recipe needs a seed of its own ('erav1 train --seed N')."
             )
-        records.append(record)
-    return [{key: r[key] for key in SEED_FIELDS} | {"precision": r["recipe"]["precision"]} for r in records]
+        seeds.add(record["seed"])
+        records.append(seed_fields(record))
+    return records
+
+
+def seed_records(run_dir: Path, seed_runs: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """The published run and other seeds of its recipe: what each one's final epoch scored on test."""
+    published = run_record(run_dir)
+
+    def images_of(config: dict[str, Any]) -> dict[str, Any]:
+        return {key: config.get(key) for key in DATA_KEYS}
+
+    recipe = published["recipe"] | {"epochs": published["epochs"]}
+    others = _confirming_records(seed_runs, str(run_dir), recipe, images_of(read_json(run_dir / CONFIG)), images_of,
+                                 {published["seed"]})
+    return [seed_fields(published), *others]
+
+
+def with_seeds(summary: dict[str, Any], seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary listing ``seeds`` in order, with their spread once there are two or more."""
+    summary = summary | {"seeds": sorted(seeds, key=lambda r: r["seed"])}
+    summary.pop("seed_spread", None)
+    if len(seeds) > 1:
+        accuracies = [record["test_accuracy"] for record in seeds]
+        summary["seed_spread"] = max(accuracies) - min(accuracies)
+    return summary
+
+
+def add_seed_runs(out_dir: str | os.PathLike, seed_runs: tuple[str | os.PathLike, ...]) -> dict[str, Any]:
+    """Add finished runs of the published recipe with other seeds to ``out_dir``'s ``summary.json``; return it.
+
+    The published run's own directory need not be here: a seed on a CPU trains for hours and may finish in
+    another session or on another machine. The summary holds what each seed is checked against, and the
+    pixels are compared by their fingerprint, so each seed's images are loaded once. The weights stay as
+    they are.
+    """
+    from erav1.utils.data import load_data
+
+    summary_file = Path(out_dir) / SUMMARY
+    if not summary_file.is_file():
+        raise RunDirError(f"{summary_file} does not exist: publish a run first ('erav1 publish RUN_DIR "
+                          f"--out {out_dir}'), then add other seeds of its recipe to it.")
+    summary = read_json(summary_file)
+    seeds = summary_seeds(summary)
+
+    def images_of(config: dict[str, Any]) -> dict[str, Any]:
+        splits = load_data(config["data"], config["data_dir"], resize=config.get("resize", True), verbose=False)
+        return {"subset": config.get("subset"), "val_fraction": config.get("val_fraction", 0.0),
+                "data_fingerprint": splits.fingerprints}
+
+    images = {"subset": summary.get("subset"), "val_fraction": 0.0, "data_fingerprint": summary["data_fingerprint"]}
+    recipe = recipe_options(summary["recipe"]) | {"epochs": summary["epochs"]}
+    others = _confirming_records(tuple(Path(other).expanduser() for other in seed_runs),
+                                 f"the published run in {summary_file}", recipe, images, images_of,
+                                 {record["seed"] for record in seeds})
+    summary = with_seeds(summary, seeds + others)
+    atomic_write_json(summary, summary_file)
+    return summary
 
 
 def earlier_seeds(summary_file: Path, summary: dict[str, Any], given: set[int]) -> list[dict[str, Any]]:
@@ -127,7 +201,7 @@ def earlier_seeds(summary_file: Path, summary: dict[str, Any], given: set[int]) 
         return []
     earlier = read_json(summary_file)
     same = recipe_options(earlier.get("recipe", {})) == recipe_options(summary["recipe"]) and all(
-        earlier.get(key) == summary[key] for key in ("epochs", "data_fingerprint"))
+        earlier.get(key) == summary.get(key) for key in ("epochs", "data_fingerprint", "subset"))
     return [record for record in earlier.get("seeds", []) if same and record["seed"] not in given]
 
 
@@ -155,11 +229,7 @@ def publish_run(
     _check_finished(run_dir)
     seeds = seed_records(run_dir, tuple(Path(other).expanduser() for other in seed_runs))  # refuses before the work
     summary = summarize_run(run_dir, analyze_run(run_dir, device=device, faithfulness_n=0))  # no ROAD: not published
-    summary["seeds"] = seeds + earlier_seeds(out_dir / SUMMARY, summary, {r["seed"] for r in seeds})
-    summary["seeds"].sort(key=lambda r: r["seed"])
-    if len(summary["seeds"]) > 1:
-        accuracies = [record["test_accuracy"] for record in summary["seeds"]]
-        summary["seed_spread"] = max(accuracies) - min(accuracies)
+    summary = with_seeds(summary, seeds + earlier_seeds(out_dir / SUMMARY, summary, {r["seed"] for r in seeds}))
     state_dict = load_checkpoint(run_dir / WEIGHTS)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
     atomic_save(half, out_dir / PUBLISHED_WEIGHTS)

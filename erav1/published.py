@@ -230,10 +230,10 @@ def describe_jpeg_copy(run_dir: str | os.PathLike, data_dir: str | os.PathLike =
 def describe_seeds(data_dir: str | os.PathLike = "~/.cache/erav1", summary: dict[str, Any] | None = None) -> Markdown:
     """The published recipe with every seed it trained on all of train: how much of its number is the seed's."""
     from erav1.book.results import format_duration
-    from erav1.publish import CONFIRMATION_SEEDS
+    from erav1.publish import CONFIRMATION_SEEDS, summary_seeds
 
     summary = summary or published_summary(data_dir)
-    seeds = summary.get("seeds") or [summary | {"precision": summary["recipe"]["precision"]}]  # an older summary
+    seeds = summary_seeds(summary)
     rows = [[f"**{r['seed']}** (published)" if r["seed"] == summary["seed"] else r["seed"],
              percent(r["test_accuracy"], 2), percent(r["train_accuracy"], 2), r["hardware"], r["precision"],
              format_duration(r["wall_time_s"])] for r in seeds]
@@ -245,8 +245,8 @@ def describe_seeds(data_dir: str | os.PathLike = "~/.cache/erav1", summary: dict
                    f"points, mean {percent(sum(accuracies) / len(accuracies), 2)}.")
     else:
         verdict = (f"So far the recipe has trained with {len(seeds)} of the {CONFIRMATION_SEEDS} seeds that confirm "
-                   "it. Another seed is `erav1 train --seed N --run-dir runs/seedN`; `erav1 publish runs/book "
-                   "--seed-run runs/seedN` then adds it to this table.")
+                   "it. Another seed is `erav1 train --seed N --run-dir runs/seedN`; "
+                   "`erav1 publish --seed-run runs/seedN` then adds it to this table.")
     return Markdown(
         table + "\n\n" + verdict + f" The published run is seed {summary['seed']}, the seed the book fixed "
         "(`Config.seed`) before any of these runs trained: the test set did not pick it among them."

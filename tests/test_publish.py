@@ -11,11 +11,19 @@ import torch
 
 from erav1.book.results import refresh_results
 from erav1.errors import RunDirError
-from erav1.publish import PUBLISHED_WEIGHTS, RECIPE_KEYS, SUMMARY, publish_run, recipe_changes, run_record
+from erav1.publish import (
+    PUBLISHED_WEIGHTS,
+    RECIPE_KEYS,
+    SUMMARY,
+    add_seed_runs,
+    publish_run,
+    recipe_changes,
+    run_record,
+)
 from erav1.utils.evaluation import evaluate_model, load_model
 from erav1.utils.policies import Runtime
 from erav1.utils.rundir import CONFIG, HISTORY
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, write_image_zip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,9 +156,66 @@ def test_a_run_of_another_recipe_or_the_same_seed_does_not_confirm_and_nothing_i
     with pytest.raises(RunDirError, match=r"did not train the recipe .*\(lr differ\)"):
         publish_run(tiny_run.run_dir, tmp_path / "out", device="cpu", seed_runs=(other,))
     (other / CONFIG).write_text(json.dumps(config))  # the recipe, and seed 0 again
-    with pytest.raises(RunDirError, match="trained seed 0, like another run"):
+    with pytest.raises(RunDirError, match="trained seed 0, which .* already has"):
         publish_run(tiny_run.run_dir, tmp_path / "out", device="cpu", seed_runs=(other,))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_seed_that_finishes_later_joins_the_published_summary_without_the_published_run(
+    published, seed1_run, small_splits, tmp_path
+):
+    """A CPU seed trains for hours, in a later session: the summary alone is what it is checked against."""
+    out = tmp_path / "results"
+    shutil.copytree(published[1], out)
+    older = json.loads((out / SUMMARY).read_text())
+    (out / SUMMARY).write_text(json.dumps({k: v for k, v in older.items() if k != "subset"}))
+    with pytest.raises(RunDirError, match=r"\(subset differ\)"):  # a summary older than "subset": all images
+        add_seed_runs(out, (seed1_run.run_dir,))
+    for key in ("seeds", "seed_spread"):  # as the committed summary was written: one seed
+        older.pop(key, None)
+    (out / SUMMARY).write_text(json.dumps(older))
+    weights = (out / PUBLISHED_WEIGHTS).read_bytes()
+
+    summary = add_seed_runs(out, (seed1_run.run_dir,))
+    accuracies = [older["test_accuracy"], seed1_run.history[-1]["test_acc"]]
+    assert [(r["seed"], r["test_accuracy"]) for r in summary["seeds"]] == list(enumerate(accuracies))
+    assert summary["seed_spread"] == pytest.approx(abs(accuracies[0] - accuracies[1]))
+    assert {k: v for k, v in summary.items() if k not in ("seeds", "seed_spread")} == older  # the run stays published
+    assert json.loads((out / SUMMARY).read_text()) == summary
+    assert (out / PUBLISHED_WEIGHTS).read_bytes() == weights
+
+    # refused, with summary.json as it was: the same seed again, another recipe, other images, no summary
+    other = tmp_path / "other"
+    shutil.copytree(seed1_run.run_dir, other)
+    config = json.loads((other / CONFIG).read_text())
+    with pytest.raises(RunDirError, match=r"trained seed 1, which the published run in .* already has"):
+        add_seed_runs(out, (other,))
+    (other / CONFIG).write_text(json.dumps(config | {"seed": 2, "cutout_size": 8}))
+    with pytest.raises(RunDirError, match=r"did not train the recipe of the published run .*\(cutout_size differ\)"):
+        add_seed_runs(out, (other,))
+    changed = small_splits.train.images.clone()
+    changed[0] = 255 - changed[0]  # one training image differs: the same count, other pixels
+    zip_path = write_image_zip(tmp_path / "other-pixels.zip", {
+        "train": type(small_splits.train)(changed, small_splits.train.labels, small_splits.train.classes),
+        "test": small_splits.test})
+    (other / CONFIG).write_text(json.dumps(config | {"seed": 2, "data": str(zip_path)}))
+    with pytest.raises(RunDirError, match=r"\(data_fingerprint differ\)"):
+        add_seed_runs(out, (other,))
+    assert json.loads((out / SUMMARY).read_text()) == summary
+    with pytest.raises(RunDirError, match="does not exist: publish a run first"):
+        add_seed_runs(tmp_path / "nothing-published", (seed1_run.run_dir,))
+
+
+def test_publish_cli_without_a_run_adds_seeds_to_the_published_summary(published, seed1_run, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    shutil.copytree(published[1], tmp_path / "out")
+    command = [sys.executable, "-m", "erav1", "publish", "--out", str(tmp_path / "out")]
+    out = subprocess.run(command + ["--seed-run", str(seed1_run.run_dir)], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "added 1 seed(s)" in out.stdout and f"seed 1 {100 * seed1_run.history[-1]['test_acc']:.2f}%" in out.stdout
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode != 0 and "give RUN_DIR to publish a run, or --seed-run" in out.stderr
 
 
 def test_a_run_older_than_a_recipe_option_publishes_the_default_it_trained_with(tiny_run, tmp_path):
