@@ -195,10 +195,11 @@ def test_results_table_is_generated_or_says_nothing_is_published(tmp_path):
     assert results_markdown(None) == NOT_PUBLISHED
 
 
-def test_the_committed_intro_results_block_is_up_to_date(tmp_path):
-    intro = tmp_path / "intro.md"
-    intro.write_text((ROOT / "book" / "intro.md").read_text())
-    assert not refresh_results(intro, ROOT / "book" / "results" / "summary.json")
+@pytest.mark.parametrize("page", ["book/intro.md", "README.md"])
+def test_the_committed_results_blocks_are_up_to_date(page, tmp_path):
+    copy = tmp_path / Path(page).name
+    copy.write_text((ROOT / page).read_text())
+    assert not refresh_results(copy, ROOT / "book" / "results" / "summary.json"), f"{page} is stale"
 
 
 def test_build_only_builds_the_committed_chapters_as_they_are(tmp_path):

@@ -206,15 +206,21 @@ def test_a_seed_that_finishes_later_joins_the_published_summary_without_the_publ
         add_seed_runs(tmp_path / "nothing-published", (seed1_run.run_dir,))
 
 
-def test_publish_cli_without_a_run_adds_seeds_to_the_published_summary(published, seed1_run, tmp_path):
+def test_publish_cli_without_a_run_adds_seeds_to_the_published_summary_and_its_pages(published, seed1_run, tmp_path):
+    """Run in a clone's root with the default --out: the README and the landing page show the new seed."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    shutil.copytree(published[1], tmp_path / "out")
-    command = [sys.executable, "-m", "erav1", "publish", "--out", str(tmp_path / "out")]
+    shutil.copytree(published[1], tmp_path / "book" / "results")
+    for page in ("README.md", "book/intro.md"):
+        (tmp_path / page).write_text("# page\n<!-- results:start -->\n<!-- results:end -->\n")
+    command = [sys.executable, "-m", "erav1", "publish"]
     out = subprocess.run(command + ["--seed-run", str(seed1_run.run_dir)], capture_output=True, text=True, env=env,
-                         timeout=600)
+                         cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert "added 1 seed(s)" in out.stdout and f"seed 1 {100 * seed1_run.history[-1]['test_acc']:.2f}%" in out.stdout
-    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    seed1 = f"{100 * seed1_run.history[-1]['test_acc']:.2f}%"
+    assert "added 1 seed(s)" in out.stdout and f"seed 1 {seed1}" in out.stdout
+    for page in ("README.md", "book/intro.md"):
+        assert f"{seed1} (seed 1)" in (tmp_path / page).read_text() and f"results table in {page}" in out.stdout
+    out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert out.returncode != 0 and "give RUN_DIR to publish a run, or --seed-run" in out.stderr
 
 

@@ -88,3 +88,12 @@ def refresh_results(markdown: Path, summary_file: Path) -> bool:
         return refresh_block(markdown, START, END, table)
     except LookupError:
         raise BookError(f"{markdown} has no {START} ... {END} block") from None
+
+
+BOOK_PAGES = ("README.md", "book/intro.md")  # the pages of a clone that show the published results
+
+
+def refresh_book_pages(root: Path, summary_file: Path) -> list[Path]:
+    """Rewrite the results block of each of ``root``'s pages that exists; the pages that changed."""
+    pages = [root / page for page in BOOK_PAGES if (root / page).is_file()]
+    return [page for page in pages if refresh_results(page, summary_file)]
