@@ -255,3 +255,27 @@ def test_recipe_changes_name_what_differs_from_configs_defaults_and_nothing_else
     assert recipe_changes(config) == {"lr": 0.2, "batch_size": 256, "ema_decay": 0.995}
     assert recipe_changes(Config().to_saved_dict()) == {}
     assert recipe_changes({"lr": 0.2}) == {"lr": 0.2}, "a config older than an option trained its default"
+
+
+def test_without_a_study_the_published_run_is_confirmed_with_the_seeds_its_summary_lacks(
+    published, cifar_zip, cache_dir, tmp_path
+):
+    """The path without a GPU: scripts/confirm_recipe.py --published trains the missing seeds and adds them."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    shutil.copytree(published[1], tmp_path / "out")
+    command = [sys.executable, str(ROOT / "scripts" / "confirm_recipe.py"), "--published", "--data", str(cifar_zip),
+               "--data-dir", str(cache_dir), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+               "--device", "cpu", "--jobs", "2", "--precision", "fp32"]
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "with seeds 1 2: " in out.stdout and "subset=500" in out.stdout  # the summary's subset, epochs, recipe
+    summary = json.loads((tmp_path / "out" / SUMMARY).read_text())
+    histories = [json.loads((tmp_path / "runs" / f"seed{seed}" / HISTORY).read_text()) for seed in (1, 2)]
+    assert [len(history) for history in histories] == [published[0]["epochs"]] * 2
+    finals = [history[-1]["test_acc"] for history in histories]
+    assert [(r["seed"], r["test_accuracy"]) for r in summary["seeds"]] == [
+        (0, published[0]["test_accuracy"]), (1, finals[0]), (2, finals[1])]
+    assert (tmp_path / "out" / PUBLISHED_WEIGHTS).read_bytes() == (published[1] / PUBLISHED_WEIGHTS).read_bytes()
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode != 0 and "already has seeds [0, 1, 2]" in again.stderr
