@@ -9,8 +9,9 @@ others go into ``summary.json`` with their spread (``erav1 publish --seed-run``)
 resumes every seed's run. Options it does not know pass through to ``erav1 train``.
 
 ``--published`` is the path without a GPU: it trains the published run's recipe, for its epochs and on its
-subset, with the seeds that ``summary.json`` does not list yet, and adds them to it; the published weights
-stay. On a CPU a seed trains for hours, so the command is meant to run in the background and to be run again.
+subset, with the seeds that ``summary.json`` does not list yet, and adds each one to it as soon as it ends
+(``--jobs`` at a time); the published weights stay. On a CPU a seed trains for hours, so the command is meant
+to run in the background and to be run again.
 """
 
 from __future__ import annotations
@@ -83,9 +84,11 @@ def confirm_published(args: argparse.Namespace, train_args: list[str]) -> None:
     recipe = recipe_options(summary["recipe"]) | ({"subset": summary["subset"]} if summary.get("subset") else {})
     print(f"the published run (seed {summary['seed']}, {100 * summary['test_accuracy']:.2f}%) with seeds "
           f"{' '.join(map(str, seeds))}: " + " ".join(f"{name}={value}" for name, value in recipe.items()), flush=True)
-    runs = train_seeds(recipe, settings(args, args.epochs or summary["epochs"], train_args), seeds, args.jobs)
+    run_settings = settings(args, args.epochs or summary["epochs"], train_args)
     try:
-        report_seeds(add_seed_runs(args.out, tuple(runs)))
+        for start in range(0, len(seeds), args.jobs):  # a seed joins as soon as it ends: CPU seeds span sessions
+            runs = train_seeds(recipe, run_settings, seeds[start:start + args.jobs], args.jobs)
+            report_seeds(add_seed_runs(args.out, tuple(runs)))
     except Erav1Error as exc:
         sys.exit(f"error: {exc}")
 

@@ -257,18 +257,31 @@ def test_recipe_changes_name_what_differs_from_configs_defaults_and_nothing_else
     assert recipe_changes({"lr": 0.2}) == {"lr": 0.2}, "a config older than an option trained its default"
 
 
-def test_without_a_study_the_published_run_is_confirmed_with_the_seeds_its_summary_lacks(
+def test_without_a_study_the_published_run_is_confirmed_with_the_seeds_its_summary_lacks_each_joining_when_it_ends(
     published, cifar_zip, cache_dir, tmp_path
 ):
-    """The path without a GPU: scripts/confirm_recipe.py --published trains the missing seeds and adds them."""
+    """The path without a GPU: scripts/confirm_recipe.py --published trains the missing seeds and adds them.
+
+    A CPU seed trains for hours and sessions end, so a seed joins summary.json as soon as it ends: here seed 2's
+    folder holds another run, seed 2 fails, and seed 1 is published all the same; the next call trains seed 2.
+    """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     shutil.copytree(published[1], tmp_path / "out")
     command = [sys.executable, str(ROOT / "scripts" / "confirm_recipe.py"), "--published", "--data", str(cifar_zip),
                "--data-dir", str(cache_dir), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
-               "--device", "cpu", "--jobs", "2", "--precision", "fp32"]
-    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "with seeds 1 2: " in out.stdout and "subset=500" in out.stdout  # the summary's subset, epochs, recipe
+               "--device", "cpu", "--jobs", "1", "--precision", "fp32"]
+    (tmp_path / "runs" / "seed2").mkdir(parents=True)
+    (tmp_path / "runs" / "seed2" / CONFIG).write_text(json.dumps({"seed": 2, "lr": 9.9}))
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert first.returncode != 0 and "seed2 holds a run with other" in first.stderr, first.stdout + first.stderr
+    assert "with seeds 1 2: " in first.stdout and "subset=500" in first.stdout  # the summary's subset, epochs, recipe
+    summary = json.loads((tmp_path / "out" / SUMMARY).read_text())
+    assert [r["seed"] for r in summary["seeds"]] == [0, 1], "seed 1 ended, so it joined before seed 2 failed"
+
+    shutil.rmtree(tmp_path / "runs" / "seed2")
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "with seeds 2: " in second.stdout
     summary = json.loads((tmp_path / "out" / SUMMARY).read_text())
     histories = [json.loads((tmp_path / "runs" / f"seed{seed}" / HISTORY).read_text()) for seed in (1, 2)]
     assert [len(history) for history in histories] == [published[0]["epochs"]] * 2
