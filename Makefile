@@ -28,6 +28,7 @@ browser:
 
 test: venv browser
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check erav1 scripts tests
 	$(PY) -m pytest -q
 
 lint: venv

@@ -63,8 +63,10 @@ def analyze_run(
         source = choose_model(None, None, data_dir or defaults.data_dir).path
     source = Path(source).expanduser()
     if not source.exists():
-        raise RunDirError(f"{source} does not exist; give a run directory written by 'erav1 train', a weights file "
-                          f"(.pt), or '{PUBLISHED}' for the book's published run")
+        raise RunDirError(
+            f"{source} does not exist; give a run directory written by 'erav1 train', a weights file "
+            f"(.pt), or '{PUBLISHED}' for the book's published run"
+        )
     if source.is_dir():
         find_weights(source)  # no model: fail before decoding any data
     config = read_json(source / CONFIG) if (source / CONFIG).is_file() else {}
@@ -83,8 +85,9 @@ def analyze_run(
     faithfulness = None
     if faithfulness_n:
         sample = cam_trust.Sample.stratified(report.predictions, splits.test, faithfulness_n, faithfulness_seed)
-        faithfulness = cam_trust.measure_faithfulness(loaded.model, sample, loaded.runtime, layer=layer,
-                                                      seed=faithfulness_seed, allow_coarse=allow_coarse)
+        faithfulness = cam_trust.measure_faithfulness(
+            loaded.model, sample, loaded.runtime, layer=layer, seed=faithfulness_seed, allow_coarse=allow_coarse
+        )
     history = read_history(source) if source.is_dir() else None  # a bare weights file has no training history
 
     figures = {}

@@ -67,13 +67,21 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         default = f.default if f.default is not MISSING else None
         help_text = meta["help"]  # the train parser's ArgumentDefaultsHelpFormatter adds the default
         if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
-                               help=help_text)
+            group.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
         else:
             if kind is int and f.name in ("epochs", "batch_size", "eval_batch_size", "subset"):
                 kind = _positive_int
-            group.add_argument(flag, dest=f.name, type=kind, default=default, choices=meta.get("choices"),
-                               help=help_text, metavar=None if meta.get("choices") else f.name.upper())
+            group.add_argument(
+                flag,
+                dest=f.name,
+                type=kind,
+                default=default,
+                choices=meta.get("choices"),
+                help=help_text,
+                metavar=None if meta.get("choices") else f.name.upper(),
+            )
 
 
 def options_table() -> str:
@@ -100,8 +108,11 @@ def _resume_config(args: argparse.Namespace) -> Config:
         raise Erav1Error(
             f"nothing to resume: {run_dir} has no {CONFIG}. Start a run with 'erav1 train --run-dir {run_dir}'."
         )
-    given = {f.name: getattr(args, f.name) for f in fields(Config)
-             if hasattr(args, f.name) and getattr(args, f.name) != f.default}
+    given = {
+        f.name: getattr(args, f.name)
+        for f in fields(Config)
+        if hasattr(args, f.name) and getattr(args, f.name) != f.default
+    }
     refused = sorted(set(given) - RESUMABLE_CHANGES)
     if refused:
         flags = ", ".join("--" + name.replace("_", "-") for name in refused)
@@ -158,10 +169,21 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else default_report_dir(args.model)
     metrics = analyze_run(
-        args.model, n=args.n, layer=args.layer, order=args.order, data=args.data, data_dir=args.data_dir,
-        device=args.device, precision=args.precision, allow_coarse=args.allow_coarse, out=out,
-        **{name: getattr(args, name) for name in ("faithfulness_n", "faithfulness_seed")
-           if getattr(args, name) is not None},  # unset: analyze_run's defaults, which are chapter 7's
+        args.model,
+        n=args.n,
+        layer=args.layer,
+        order=args.order,
+        data=args.data,
+        data_dir=args.data_dir,
+        device=args.device,
+        precision=args.precision,
+        allow_coarse=args.allow_coarse,
+        out=out,
+        **{
+            name: getattr(args, name)
+            for name in ("faithfulness_n", "faithfulness_seed")
+            if getattr(args, name) is not None
+        },  # unset: analyze_run's defaults, which are chapter 7's
     )
     h, w = metrics["gradcam"]["map_size"]
     road = metrics["faithfulness"]
@@ -181,35 +203,58 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
     from erav1.utils.policies import DEVICES, PRECISIONS
 
     analyze = commands.add_parser(
-        "analyze", help="evaluate a run, a weights file or the published run, and write its report",
+        "analyze",
+        help="evaluate a run, a weights file or the published run, and write its report",
         description="Score a trained model on its test split; write every figure and metrics.json into a report "
-                    "folder (RUN_DIR/report/ for a run directory).",
+        "folder (RUN_DIR/report/ for a run directory).",
     )
-    analyze.add_argument("model", metavar="MODEL",
-                         help="a run directory written by 'erav1 train', a weights file (.pt), or 'published' for "
-                              "the book's published run (downloaded once when not in a clone)")
+    analyze.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a run directory written by 'erav1 train', a weights file (.pt), or 'published' for "
+        "the book's published run (downloaded once when not in a clone)",
+    )
     analyze.add_argument("--out", help="report folder (default: RUN_DIR/report, or reports/NAME for a weights file)")
-    analyze.add_argument("--n", type=_positive_int, default=10,
-                         help="how many misclassified images to show (default: %(default)s)")
-    analyze.add_argument("--order", choices=ORDERS, default="confidence",
-                         help="confidence: the most confident mistakes first; index: in test-set order "
-                              "(default: %(default)s)")
-    analyze.add_argument("--layer", default="auto",
-                         help="Grad-CAM layer, e.g. layer3.1; auto: the deepest residual block with a map of at "
-                              "least 5x5 (default: %(default)s)")
+    analyze.add_argument(
+        "--n", type=_positive_int, default=10, help="how many misclassified images to show (default: %(default)s)"
+    )
+    analyze.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="confidence",
+        help="confidence: the most confident mistakes first; index: in test-set order (default: %(default)s)",
+    )
+    analyze.add_argument(
+        "--layer",
+        default="auto",
+        help="Grad-CAM layer, e.g. layer3.1; auto: the deepest residual block with a map of at "
+        "least 5x5 (default: %(default)s)",
+    )
     analyze.add_argument("--allow-coarse", action="store_true", help="accept a --layer whose map is under 5x5")
-    analyze.add_argument("--faithfulness-n", type=_non_negative_int, metavar="N",
-                         help="test images (half right, half wrong) for ROAD's faithfulness table of every CAM "
-                              "method; 0 skips it (default: chapter 7's sample size)")
-    analyze.add_argument("--faithfulness-seed", type=int, metavar="SEED",
-                         help="seed of that sample, of the random-map baseline and of ROAD's noise "
-                              "(default: chapter 7's)")
+    analyze.add_argument(
+        "--faithfulness-n",
+        type=_non_negative_int,
+        metavar="N",
+        help="test images (half right, half wrong) for ROAD's faithfulness table of every CAM "
+        "method; 0 skips it (default: chapter 7's sample size)",
+    )
+    analyze.add_argument(
+        "--faithfulness-seed",
+        type=int,
+        metavar="SEED",
+        help="seed of that sample, of the random-map baseline and of ROAD's noise (default: chapter 7's)",
+    )
     analyze.add_argument("--data", help="dataset to score (default: the run's, from its config.json)")
     analyze.add_argument("--data-dir", help="dataset cache folder (default: the run's, from its config.json)")
-    analyze.add_argument("--device", choices=DEVICES, default="auto",
-                         help="auto picks cuda, then mps, then cpu (default: %(default)s)")
-    analyze.add_argument("--precision", choices=PRECISIONS, default="auto",
-                         help="precision of the evaluation pass (default: %(default)s)")
+    analyze.add_argument(
+        "--device", choices=DEVICES, default="auto", help="auto picks cuda, then mps, then cpu (default: %(default)s)"
+    )
+    analyze.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="precision of the evaluation pass (default: %(default)s)",
+    )
     analyze.set_defaults(handler=run_analyze)
 
 
@@ -220,14 +265,18 @@ def run_publish(args: argparse.Namespace) -> int:
 
     if args.run_dir is None:
         if not args.seed_run:
-            raise UsageError("give RUN_DIR to publish a run, or --seed-run DIR to add another seed of the "
-                             "published recipe to its summary.json")
+            raise UsageError(
+                "give RUN_DIR to publish a run, or --seed-run DIR to add another seed of the "
+                "published recipe to its summary.json"
+            )
         summary = add_seed_runs(args.out, tuple(args.seed_run))
         print(f"added {len(args.seed_run)} seed(s) to the published run in {Path(args.out) / SUMMARY}")
     else:
         summary = publish_run(args.run_dir, args.out, args.device, tuple(args.seed_run))
-        print(f"published {args.run_dir}: final test accuracy {100 * summary['test_accuracy']:.2f}% "
-              f"after {summary['epochs']} epochs -> {Path(args.out) / SUMMARY}")
+        print(
+            f"published {args.run_dir}: final test accuracy {100 * summary['test_accuracy']:.2f}% "
+            f"after {summary['epochs']} epochs -> {Path(args.out) / SUMMARY}"
+        )
     if len(summary["seeds"]) > 1:
         seeds = ", ".join(f"seed {r['seed']} {100 * r['test_accuracy']:.2f}%" for r in summary["seeds"])
         spread = 100 * summary["seed_spread"]
@@ -243,18 +292,29 @@ def add_publish_parser(commands: argparse._SubParsersAction) -> None:
     from erav1.utils.policies import DEVICES
 
     publish = commands.add_parser(
-        "publish", help="write a finished run's summary.json and fp16 weights for the book",
+        "publish",
+        help="write a finished run's summary.json and fp16 weights for the book",
         description="Evaluate a finished run, then write summary.json and resnet18_cifar10.pt (fp16 weights). "
-                    "Without RUN_DIR, add other seeds of the published recipe to the summary.json in --out.",
+        "Without RUN_DIR, add other seeds of the published recipe to the summary.json in --out.",
     )
-    publish.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
-                         help="a finished run directory (omit it to add --seed-run runs to the published summary)")
+    publish.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        nargs="?",
+        help="a finished run directory (omit it to add --seed-run runs to the published summary)",
+    )
     publish.add_argument("--out", default=RESULTS_DIR, help="where to write them (default: %(default)s)")
-    publish.add_argument("--device", choices=DEVICES, default="auto",
-                         help="device of the evaluation pass (default: %(default)s)")
-    publish.add_argument("--seed-run", action="append", default=[], metavar="DIR",
-                         help="a finished run of the same recipe with another seed, which confirms it; repeat it "
-                              "for each seed (summary.json lists every seed's final test accuracy)")
+    publish.add_argument(
+        "--device", choices=DEVICES, default="auto", help="device of the evaluation pass (default: %(default)s)"
+    )
+    publish.add_argument(
+        "--seed-run",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a finished run of the same recipe with another seed, which confirms it; repeat it "
+        "for each seed (summary.json lists every seed's final test accuracy)",
+    )
     publish.set_defaults(handler=run_publish)
 
 
@@ -263,12 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
-        "train", help="train a model", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "train",
+        help="train a model",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train a ResNet on CIFAR-10 and write a run directory.",
     )
     add_config_arguments(train)
-    train.add_argument("--resume", metavar="RUN_DIR",
-                       help="continue the run in RUN_DIR with its saved config (--device may change)")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config (--device may change)"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar, only one line per epoch")
     train.set_defaults(handler=run_train)
     add_analyze_parser(commands)

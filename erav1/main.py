@@ -80,15 +80,15 @@ class Config:
     flip: bool = _opt(True, "random horizontal flip")
     cutout_size: int = _opt(16, "Cutout square side in px (0 turns Cutout off)")
     cutout_p: float = _opt(1.0, "fraction of images that get Cutout")
-    cutout_fill: str = _opt("zero", "Cutout square colour: black, or the mean colour (0 once normalised)",
-                            CUTOUT_FILLS)
+    cutout_fill: str = _opt("zero", "Cutout square colour: black, or the mean colour (0 once normalised)", CUTOUT_FILLS)
     seed: int = _opt(0, "random seed: model init, shuffling and augmentation")
     device: str = _opt("auto", "auto picks cuda, then mps, then cpu", DEVICES)
     precision: str = _opt("auto", "auto: bf16 where supported, fp16 on older GPUs, else fp32", PRECISIONS)
     channels_last: bool = _opt(True, "channels_last memory format")
     compile: bool = _opt(False, "torch.compile the model")
-    compile_mode: str = _opt("default", "torch.compile's mode, with --compile (reduce-overhead: CUDA graphs)",
-                             COMPILE_MODES)
+    compile_mode: str = _opt(
+        "default", "torch.compile's mode, with --compile (reduce-overhead: CUDA graphs)", COMPILE_MODES
+    )
     sync_bn: bool = _opt(False, "under torchrun: BatchNorm statistics over the global batch, not each process's share")
     data: str = _opt("cifar10", "'cifar10' (official, downloaded) or a path to an image folder or .zip")
     resize: bool = _opt(True, "resize image-folder images that are not 32x32 (--no-resize refuses them)")
@@ -117,8 +117,10 @@ class Config:
         if not 0 <= self.val_fraction < 1:
             raise UsageError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.ema_decay < 1:
-            raise UsageError(f"ema_decay must be in [0, 1) (0 turns the EMA off; at 1 it would keep the initial "
-                             f"weights), got {self.ema_decay}")
+            raise UsageError(
+                f"ema_decay must be in [0, 1) (0 turns the EMA off; at 1 it would keep the initial "
+                f"weights), got {self.ema_decay}"
+            )
         for name in ("label_smoothing", "cutout_p", "pct_start"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UsageError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
@@ -151,7 +153,14 @@ class Config:
 
 # Options that may change between a run and its resumption without changing its result.
 RESUMABLE_CHANGES = {
-    "device", "data_dir", "run_dir", "resume", "overwrite", "compile", "compile_mode", "eval_batch_size",
+    "device",
+    "data_dir",
+    "run_dir",
+    "resume",
+    "overwrite",
+    "compile",
+    "compile_mode",
+    "eval_batch_size",
 }
 
 
@@ -169,7 +178,11 @@ class FitResult:
 
 
 def training_batches(
-    dataset: ImageSet, batch_size: int, augment: Augmentation, generator: torch.Generator, runtime: Runtime,
+    dataset: ImageSet,
+    batch_size: int,
+    augment: Augmentation,
+    generator: torch.Generator,
+    runtime: Runtime,
     dist: Distributed = SINGLE_PROCESS,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of model-ready ``(x, y)`` batches: a seeded shuffle, the augmentation, normalisation.
@@ -226,8 +239,16 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), dtype=torch.long, device=runtime.device)
     watch = LossWatch(epoch, runtime.device, dist)
-    bar = tqdm(total=n, desc=f"epoch {epoch}", unit="img", file=sys.stdout, leave=False,
-               disable=not progress, mininterval=1.0, ascii=True)
+    bar = tqdm(
+        total=n,
+        desc=f"epoch {epoch}",
+        unit="img",
+        file=sys.stdout,
+        leave=False,
+        disable=not progress,
+        mininterval=1.0,
+        ascii=True,
+    )
     start = time.perf_counter()
     batches = training_batches(dataset, batch_size, augment, generator, runtime, dist)
     for step, (x, y) in enumerate(batches, start=1):
@@ -267,7 +288,11 @@ def train_one_epoch(
 
 
 def evaluate(
-    model: nn.Module, dataset: ImageSet, runtime: Runtime, batch_size: int = 512, label_smoothing: float = 0.0,
+    model: nn.Module,
+    dataset: ImageSet,
+    runtime: Runtime,
+    batch_size: int = 512,
+    label_smoothing: float = 0.0,
     dist: Distributed = SINGLE_PROCESS,
 ) -> dict[str, float]:
     """Loss and accuracy on a dataset: one batched pass, no augmentation.
@@ -317,9 +342,7 @@ def _start_or_resume(config: Config, run_dir: Path) -> dict[str, Any] | None:
 
 def _check_unchanged(config: Config, saved: dict[str, Any], source: Path) -> None:
     """Resuming must not change the run: only RESUMABLE_CHANGES may differ from the saved config."""
-    changed = sorted(
-        k for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k, v) != v
-    )
+    changed = sorted(k for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k, v) != v)
     if changed:
         detail = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed)
         raise RunDirError(
@@ -343,8 +366,9 @@ def _finished_run(config: Config, run_dir: Path, say: Callable[..., None] = prin
         return None
     _check_unchanged(config, rundir.read_json(run_dir / rundir.CONFIG), run_dir / rundir.CONFIG)
     runtime = Runtime.create(config.device, config.precision, config.channels_last)
-    data = load_data(config.data, config.data_dir, config.subset, config.val_fraction, resize=config.resize,
-                     verbose=say is print)
+    data = load_data(
+        config.data, config.data_dir, config.subset, config.val_fraction, resize=config.resize, verbose=say is print
+    )
     checkpoint = run_dir / rundir.CHECKPOINT
     if checkpoint.is_file():  # it names the classes; model.pt alone only has their number
         _check_same_classes(load_training_checkpoint(checkpoint), checkpoint, data.classes, config.data)
@@ -352,8 +376,10 @@ def _finished_run(config: Config, run_dir: Path, say: Callable[..., None] = prin
     load_weights(model, load_checkpoint(weights), weights)
     environment = rundir.read_json(run_dir / rundir.ENVIRONMENT)
     where = environment.get("gpu") or environment.get("cpu") or environment.get("device")
-    say(f"{run_dir} has finished all {config.epochs} epochs, trained earlier on {where} "
-        f"({environment.get('precision')}): nothing to train (--overwrite trains it again). Its epochs:")
+    say(
+        f"{run_dir} has finished all {config.epochs} epochs, trained earlier on {where} "
+        f"({environment.get('precision')}): nothing to train (--overwrite trains it again). Its epochs:"
+    )
     eval_name = "val" if "val_acc" in history[-1] else "test"
     for record in history:
         say(_format_epoch(record, config.epochs, eval_name))
@@ -369,9 +395,16 @@ def _check_same_classes(checkpoint: dict[str, Any], source: Path, classes: list[
         )
 
 
-def _restore(checkpoint: dict[str, Any], source: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-             generator: torch.Generator, ema: AveragedModel | None) -> list[dict[str, float]]:
+def _restore(
+    checkpoint: dict[str, Any],
+    source: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    generator: torch.Generator,
+    ema: AveragedModel | None,
+) -> list[dict[str, float]]:
     """Put every piece of training state back; return the history so far."""
     load_weights(model, checkpoint["model"], source)
     try:
@@ -388,8 +421,11 @@ def _restore(checkpoint: dict[str, Any], source: Path, model: nn.Module, optimiz
 
 
 def _diverged(problem: str, precision: str, run_dir: Path, saved_epochs: int) -> NonFiniteLossError:
-    kept = (f"{run_dir / rundir.CHECKPOINT} keeps the last good epoch ({saved_epochs})" if saved_epochs
-            else "no epoch had finished, so there is no checkpoint")
+    kept = (
+        f"{run_dir / rundir.CHECKPOINT} keeps the last good epoch ({saved_epochs})"
+        if saved_epochs
+        else "no epoch had finished, so there is no checkpoint"
+    )
     hint = "Lower --lr" + ("" if precision == "fp32" else ", or try --precision fp32")
     return NonFiniteLossError(f"{problem}; the run stopped, and {kept}. {hint}.")
 
@@ -416,15 +452,24 @@ def _format_epoch(record: dict[str, float], epochs: int, eval_name: str) -> str:
 def _optimizer_and_schedule(
     config: Config, model: nn.Module, epochs: int, steps_per_epoch: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    optimizer = build_optimizer(config.optimizer, model, config.lr, config.weight_decay, config.momentum,
-                                config.nesterov, config.decay_norm_and_bias)
+    optimizer = build_optimizer(
+        config.optimizer,
+        model,
+        config.lr,
+        config.weight_decay,
+        config.momentum,
+        config.nesterov,
+        config.decay_norm_and_bias,
+    )
     return optimizer, build_scheduler(config.scheduler, optimizer, epochs, steps_per_epoch, config.pct_start)
 
 
 def _saved(saved_epochs: int, epochs: int, run_dir: Path, dist: Distributed) -> str:
     """What a stopped run keeps, and the command that continues it."""
-    return (f"{saved_epochs} of {epochs} epochs are saved in {run_dir / rundir.CHECKPOINT}. "
-            f"Resume with: {_resume_command(run_dir, dist.launcher())}")
+    return (
+        f"{saved_epochs} of {epochs} epochs are saved in {run_dir / rundir.CHECKPOINT}. "
+        f"Resume with: {_resume_command(run_dir, dist.launcher())}"
+    )
 
 
 def _silent(*args: Any, **kwargs: Any) -> None:
@@ -454,12 +499,19 @@ def fit(config: Config, progress: bool = True) -> FitResult:
         dist.stop()
 
 
-def _train(config: Config, run_dir: Path, checkpoint: dict[str, Any] | None, runtime: Runtime, dist: Distributed,
-           progress: bool) -> FitResult:
+def _train(
+    config: Config,
+    run_dir: Path,
+    checkpoint: dict[str, Any] | None,
+    runtime: Runtime,
+    dist: Distributed,
+    progress: bool,
+) -> FitResult:
     """The run itself, in one process of ``dist``: data, model, optimizer, then epoch after epoch."""
     say = print if dist.is_main else _silent
-    data = load_data(config.data, config.data_dir, config.subset, config.val_fraction, resize=config.resize,
-                     verbose=dist.is_main)
+    data = load_data(
+        config.data, config.data_dir, config.subset, config.val_fraction, resize=config.resize, verbose=dist.is_main
+    )
     dist.check_batches(config.batch_size, len(data.train))
     if checkpoint is not None:
         _check_same_classes(checkpoint, run_dir / rundir.CHECKPOINT, data.classes, config.data)
@@ -475,8 +527,7 @@ def _train(config: Config, run_dir: Path, checkpoint: dict[str, Any] | None, run
 
     history: list[dict[str, float]] = []  # the epochs saved in last.pt
     if checkpoint is not None:
-        history = _restore(checkpoint, run_dir / rundir.CHECKPOINT, model, optimizer, scheduler, scaler, generator,
-                           ema)
+        history = _restore(checkpoint, run_dir / rundir.CHECKPOINT, model, optimizer, scheduler, scaler, generator, ema)
         say(f"resuming {run_dir} after epoch {len(history)}/{config.epochs}")
     train_model = dist.wrap(model, runtime.device, config.sync_bn)
     if config.compile:
@@ -507,8 +558,20 @@ def _train(config: Config, run_dir: Path, checkpoint: dict[str, Any] | None, run
             start = time.perf_counter()
             record = {"epoch": epoch}
             record |= train_one_epoch(
-                train_model, train_set, optimizer, scheduler, criterion, runtime, scaler,
-                config.augmentation, generator, config.batch_size, epoch, progress and dist.is_main, dist, ema,
+                train_model,
+                train_set,
+                optimizer,
+                scheduler,
+                criterion,
+                runtime,
+                scaler,
+                config.augmentation,
+                generator,
+                config.batch_size,
+                epoch,
+                progress and dist.is_main,
+                dist,
+                ema,
             )
             dist.sync_buffers(scored)  # evaluate, in every process, the model that rank 0 saves
             scores = evaluate(scored, eval_set, runtime, config.eval_batch_size, config.label_smoothing, dist)
@@ -533,7 +596,8 @@ def _train(config: Config, run_dir: Path, checkpoint: dict[str, Any] | None, run
                         "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
                         "history": history + [record],
                         "classes": data.classes,
-                    } | ({} if ema is None else {"ema": ema.state_dict()}),
+                    }
+                    | ({} if ema is None else {"ema": ema.state_dict()}),
                     run_dir / rundir.CHECKPOINT,
                 )
             history.append(record)
@@ -576,8 +640,9 @@ def describe_expected_time(config: Config, steps: int = 2) -> Markdown:
     kept = config.resume and not config.overwrite and (run_dir / rundir.HISTORY).is_file()
     done = len(rundir.read_history(run_dir)) if kept else 0
     if done >= config.epochs:
-        return Markdown(f"`{run_dir}` holds a finished run of {config.epochs} epochs: the next cell trains nothing "
-                        "and shows it.")
+        return Markdown(
+            f"`{run_dir}` holds a finished run of {config.epochs} epochs: the next cell trains nothing and shows it."
+        )
     runtime = Runtime.create(config.device, config.precision, config.channels_last)
     if runtime.device.type == "cuda":
         gpu = torch.cuda.get_device_name(runtime.device)
@@ -602,8 +667,17 @@ def _burst_speed(config: Config, train: ImageSet, runtime: Runtime, steps: int) 
     model = runtime.prepare(config.new_model(len(train.classes)))
     optimizer, scheduler = _optimizer_and_schedule(config, model, 1, steps + 1)
     generator = torch.Generator(device=runtime.device).manual_seed(config.seed)
-    parts = (optimizer, scheduler, nn.CrossEntropyLoss(), runtime, runtime.grad_scaler(), config.augmentation,
-             generator, config.batch_size, 0)
+    parts = (
+        optimizer,
+        scheduler,
+        nn.CrossEntropyLoss(),
+        runtime,
+        runtime.grad_scaler(),
+        config.augmentation,
+        generator,
+        config.batch_size,
+        0,
+    )
     warm_up = torch.arange(min(config.batch_size, len(train)))
     timed = torch.arange(len(warm_up), len(warm_up) + steps * config.batch_size) % len(train)
     train_one_epoch(model, train.take(warm_up), *parts, progress=False)

@@ -34,9 +34,24 @@ from erav1.utils.checkpoint import atomic_save, atomic_write_json, load_checkpoi
 from erav1.utils.rundir import CONFIG, ENVIRONMENT, WEIGHTS, read_history, read_json
 
 RECIPE_KEYS = (
-    "model", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "decay_norm_and_bias", "scheduler",
-    "pct_start", "batch_size", "label_smoothing", "crop_padding", "flip", "cutout_size", "cutout_p",
-    "cutout_fill", "zero_init_residual", "ema_decay",
+    "model",
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "decay_norm_and_bias",
+    "scheduler",
+    "pct_start",
+    "batch_size",
+    "label_smoothing",
+    "crop_padding",
+    "flip",
+    "cutout_size",
+    "cutout_p",
+    "cutout_fill",
+    "zero_init_residual",
+    "ema_decay",
 )
 CONFIRMATION_SEEDS = 3  # how many seeds of a recipe train before the book calls it confirmed
 SEED_FIELDS = ("seed", "test_accuracy", "train_accuracy", "wall_time_s", "hardware", "commit")
@@ -144,8 +159,9 @@ def seed_records(run_dir: Path, seed_runs: tuple[Path, ...] = ()) -> list[dict[s
         return {key: config.get(key) for key in DATA_KEYS}
 
     recipe = published["recipe"] | {"epochs": published["epochs"]}
-    others = _confirming_records(seed_runs, str(run_dir), recipe, images_of(read_json(run_dir / CONFIG)), images_of,
-                                 {published["seed"]})
+    others = _confirming_records(
+        seed_runs, str(run_dir), recipe, images_of(read_json(run_dir / CONFIG)), images_of, {published["seed"]}
+    )
     return [seed_fields(published), *others]
 
 
@@ -171,21 +187,31 @@ def add_seed_runs(out_dir: str | os.PathLike, seed_runs: tuple[str | os.PathLike
 
     summary_file = Path(out_dir) / SUMMARY
     if not summary_file.is_file():
-        raise RunDirError(f"{summary_file} does not exist: publish a run first ('erav1 publish RUN_DIR "
-                          f"--out {out_dir}'), then add other seeds of its recipe to it.")
+        raise RunDirError(
+            f"{summary_file} does not exist: publish a run first ('erav1 publish RUN_DIR "
+            f"--out {out_dir}'), then add other seeds of its recipe to it."
+        )
     summary = read_json(summary_file)
     seeds = summary_seeds(summary)
 
     def images_of(config: dict[str, Any]) -> dict[str, Any]:
         splits = load_data(config["data"], config["data_dir"], resize=config.get("resize", True), verbose=False)
-        return {"subset": config.get("subset"), "val_fraction": config.get("val_fraction", 0.0),
-                "data_fingerprint": splits.fingerprints}
+        return {
+            "subset": config.get("subset"),
+            "val_fraction": config.get("val_fraction", 0.0),
+            "data_fingerprint": splits.fingerprints,
+        }
 
     images = {"subset": summary.get("subset"), "val_fraction": 0.0, "data_fingerprint": summary["data_fingerprint"]}
     recipe = recipe_options(summary["recipe"]) | {"epochs": summary["epochs"]}
-    others = _confirming_records(tuple(Path(other).expanduser() for other in seed_runs),
-                                 f"the published run in {summary_file}", recipe, images, images_of,
-                                 {record["seed"] for record in seeds})
+    others = _confirming_records(
+        tuple(Path(other).expanduser() for other in seed_runs),
+        f"the published run in {summary_file}",
+        recipe,
+        images,
+        images_of,
+        {record["seed"] for record in seeds},
+    )
     summary = with_seeds(summary, seeds + others)
     atomic_write_json(summary, summary_file)
     return summary
@@ -201,7 +227,8 @@ def earlier_seeds(summary_file: Path, summary: dict[str, Any], given: set[int]) 
         return []
     earlier = read_json(summary_file)
     same = recipe_options(earlier.get("recipe", {})) == recipe_options(summary["recipe"]) and all(
-        earlier.get(key) == summary.get(key) for key in ("epochs", "data_fingerprint", "subset"))
+        earlier.get(key) == summary.get(key) for key in ("epochs", "data_fingerprint", "subset")
+    )
     return [record for record in earlier.get("seeds", []) if same and record["seed"] not in given]
 
 

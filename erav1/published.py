@@ -179,8 +179,12 @@ class ModelChoice:
             return Markdown(f"This chapter shows the weights in `{self.path.name}`.")
         history = read_json(self.path / HISTORY) if (self.path / HISTORY).is_file() else []
         config = read_json(self.path / CONFIG) if (self.path / CONFIG).is_file() else {}
-        done = (f" after {len(history)} of {config.get('epochs', len(history))} epochs, final test accuracy "
-                f"{percent(history[-1]['test_acc'], 2)}" if history and "test_acc" in history[-1] else "")
+        done = (
+            f" after {len(history)} of {config.get('epochs', len(history))} epochs, final test accuracy "
+            f"{percent(history[-1]['test_acc'], 2)}"
+            if history and "test_acc" in history[-1]
+            else ""
+        )
         shown = self.path.name if self.path.is_absolute() else self.path.as_posix()  # never this machine's path
         return Markdown(f"This chapter shows the run in `{shown}/`{done}.")
 
@@ -189,7 +193,8 @@ class ModelChoice:
 
 
 def choose_model(
-    run_dir: str | os.PathLike | None, weights: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None,
+    weights: str | os.PathLike | None = None,
     data_dir: str | os.PathLike = "~/.cache/erav1",
 ) -> ModelChoice:
     """``weights`` when given; else ``run_dir`` when it holds a run; else the published run."""
@@ -211,13 +216,23 @@ def describe_jpeg_copy(run_dir: str | os.PathLike, data_dir: str | os.PathLike =
     official = config["data"] == "cifar10" and not config.get("subset") and not config.get("val_fraction")
     run, jpeg = run_record(run_dir), published_json(JPEG_COPY, data_dir)
     run_data = "CIFAR-10 (official pixels)" if official else f"{config['data']} (a subset or a split of it)"
-    rows = [[name, data, percent(s["test_accuracy"], 2), percent(s["train_accuracy"], 2), s["hardware"],
-             s["recipe"]["precision"]]
-            for name, data, s in (("this run", run_data, run), ("published earlier", jpeg["data"], jpeg))]
+    rows = [
+        [
+            name,
+            data,
+            percent(s["test_accuracy"], 2),
+            percent(s["train_accuracy"], 2),
+            s["hardware"],
+            s["recipe"]["precision"],
+        ]
+        for name, data, s in (("this run", run_data, run), ("published earlier", jpeg["data"], jpeg))
+    ]
     table = markdown_table(["run", "data", "test acc (final epoch)", "train acc", "hardware", "precision"], rows)
     if not (official and same_recipe(run, jpeg)):
-        return Markdown(table + "\n\nThe two runs did not train the same recipe, seed and number of epochs on the "
-                        "whole official training set, so the difference is not the data's alone.")
+        return Markdown(
+            table + "\n\nThe two runs did not train the same recipe, seed and number of epochs on the "
+            "whole official training set, so the difference is not the data's alone."
+        )
     gap = run["test_accuracy"] - jpeg["test_accuracy"]
     return Markdown(
         table + f"\n\nThe same recipe and seed for {run['epochs']} epochs: on the official pixels the final "
@@ -234,19 +249,31 @@ def describe_seeds(data_dir: str | os.PathLike = "~/.cache/erav1", summary: dict
 
     summary = summary or published_summary(data_dir)
     seeds = summary_seeds(summary)
-    rows = [[f"**{r['seed']}** (published)" if r["seed"] == summary["seed"] else r["seed"],
-             percent(r["test_accuracy"], 2), percent(r["train_accuracy"], 2), r["hardware"], r["precision"],
-             format_duration(r["wall_time_s"])] for r in seeds]
+    rows = [
+        [
+            f"**{r['seed']}** (published)" if r["seed"] == summary["seed"] else r["seed"],
+            percent(r["test_accuracy"], 2),
+            percent(r["train_accuracy"], 2),
+            r["hardware"],
+            r["precision"],
+            format_duration(r["wall_time_s"]),
+        ]
+        for r in seeds
+    ]
     table = markdown_table(["seed", "test acc (final epoch)", "train acc", "hardware", "precision", "wall time"], rows)
     accuracies = [r["test_accuracy"] for r in seeds]
     if len(seeds) >= CONFIRMATION_SEEDS:
-        verdict = (f"With {len(seeds)} seeds the final test accuracy lies between {percent(min(accuracies), 2)} and "
-                   f"{percent(max(accuracies), 2)}: a spread of {100 * (max(accuracies) - min(accuracies)):.2f} "
-                   f"points, mean {percent(sum(accuracies) / len(accuracies), 2)}.")
+        verdict = (
+            f"With {len(seeds)} seeds the final test accuracy lies between {percent(min(accuracies), 2)} and "
+            f"{percent(max(accuracies), 2)}: a spread of {100 * (max(accuracies) - min(accuracies)):.2f} "
+            f"points, mean {percent(sum(accuracies) / len(accuracies), 2)}."
+        )
     else:
-        verdict = (f"So far the recipe has trained with {len(seeds)} of the {CONFIRMATION_SEEDS} seeds that confirm "
-                   "it. Another seed is `erav1 train --seed N --run-dir runs/seedN`; "
-                   "`erav1 publish --seed-run runs/seedN` then adds it to this table.")
+        verdict = (
+            f"So far the recipe has trained with {len(seeds)} of the {CONFIRMATION_SEEDS} seeds that confirm "
+            "it. Another seed is `erav1 train --seed N --run-dir runs/seedN`; "
+            "`erav1 publish --seed-run runs/seedN` then adds it to this table."
+        )
     return Markdown(
         table + "\n\n" + verdict + f" The published run is seed {summary['seed']}, the seed the book fixed "
         "(`Config.seed`) before any of these runs trained: the test set did not pick it among them."

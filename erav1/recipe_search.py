@@ -24,7 +24,11 @@ SEARCH_DIR = Path(RESULTS_DIR) / PUBLISHED_SEARCH
 
 # The recipe the issue measured on a CPU (89.67% test accuracy); every candidate changed some of it.
 REFERENCE: dict[str, object] = {
-    "batch_size": 128, "lr": 0.1, "decay_norm_and_bias": True, "cutout_p": 1.0, "label_smoothing": 0.1,
+    "batch_size": 128,
+    "lr": 0.1,
+    "decay_norm_and_bias": True,
+    "cutout_p": 1.0,
+    "label_smoothing": 0.1,
 }
 VAL_FRACTION = 0.1
 ROLES = ("val", "test")  # the run that chooses, and the run that is published
@@ -45,8 +49,12 @@ def load_rounds(folder: Path) -> list[dict]:
 
 def chosen_candidate(rounds: list[dict]) -> tuple[int, dict]:
     """The round and row with the highest final-epoch validation accuracy of all finished pairs."""
-    finished = [(r["round"], row) for r in rounds for row in r["candidates"]
-                if all(row.get(role, {}).get("finished") for role in ROLES)]
+    finished = [
+        (r["round"], row)
+        for r in rounds
+        for row in r["candidates"]
+        if all(row.get(role, {}).get("finished") for role in ROLES)
+    ]
     return max(finished, key=lambda item: item[1]["val"]["final"]["val_acc"])
 
 
@@ -81,22 +89,26 @@ def describe_recipe_search(folder: Path | None = None, data_dir: str | os.PathLi
         for row in r["candidates"]:
             val, test = row.get("val", {}), row.get("test", {})
             if val.get("finished") and test.get("finished"):
-                cells = [percent(val["final"]["val_acc"], 2), percent(test["final"]["test_acc"], 2),
-                         percent(test["final"]["train_acc"], 2)]
+                cells = [
+                    percent(val["final"]["val_acc"], 2),
+                    percent(test["final"]["test_acc"], 2),
+                    percent(test["final"]["train_acc"], 2),
+                ]
             else:
                 cells = [f"dropped after {val.get('epochs', 0)} epochs", "-", "-"]
             name = f"**{row['candidate']}**" if row is chosen else row["candidate"]
             rows.append([r["round"], name, _describe_changes(row["changes"]), *cells])
     table = markdown_table(
-        ["round", "candidate", "changes to the reference", "val acc (chooses)", "test acc", "train acc"], rows)
+        ["round", "candidate", "changes to the reference", "val acc (chooses)", "test acc", "train acc"], rows
+    )
     reference = ", ".join(f"`{k}={v}`" for k, v in REFERENCE.items())
-    vals = [row["val"]["final"]["val_acc"] for r in rounds for row in r["candidates"]
-            if row.get("val", {}).get("finished")]
+    vals = [
+        row["val"]["final"]["val_acc"] for r in rounds for row in r["candidates"] if row.get("val", {}).get("finished")
+    ]
     return Markdown(
         f"Each candidate trained for {rounds[0]['epochs']} epochs twice, with the same seed: once on "
         f"{percent(1 - VAL_FRACTION, 0)} of the train images, scored on the held-out rest (val acc), and once "
-        "on all of them, scored on the test set. The reference recipe is " + reference + ".\n\n"
-        + table + "\n\n"
+        "on all of them, scored on the test set. The reference recipe is " + reference + ".\n\n" + table + "\n\n"
         f"The validation accuracies span {100 * (max(vals) - min(vals)):.2f} points. The highest, "
         f"**{percent(chosen['val']['final']['val_acc'], 2)}** for **{chosen['candidate']}** "
         f"(round {chosen_round}), chose the recipe; the test column was filled in by the twins of the same "
@@ -116,8 +128,12 @@ def _describe_seeds(folder: Path) -> str:
         history = json.loads(path.read_text())
         environment = json.loads((folder / f"seed{seed}.environment.json").read_text())
         seconds = sum(record["seconds"] for record in history)
-        parts.append(f"seed {seed}: {percent(history[-1]['test_acc'], 2)} in {seconds:.0f} s on "
-                     f"{environment['gpu'] or environment['cpu']}")
-    return ("\n\nThe chosen recipe, trained again alone on the GPU with other seeds, finished at "
-            + "; ".join(parts) + ". Seed-to-seed differences of that size mean that the closer rows above are ties.")
-
+        parts.append(
+            f"seed {seed}: {percent(history[-1]['test_acc'], 2)} in {seconds:.0f} s on "
+            f"{environment['gpu'] or environment['cpu']}"
+        )
+    return (
+        "\n\nThe chosen recipe, trained again alone on the GPU with other seeds, finished at "
+        + "; ".join(parts)
+        + ". Seed-to-seed differences of that size mean that the closer rows above are ties."
+    )

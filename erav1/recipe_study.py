@@ -208,8 +208,11 @@ def winners_combined(study: optuna.Study, space: Mapping[str, BaseDistribution] 
     trials = [next((t for t in finished if t.params == params), None) for params in (reference, *single)]
     if None in trials or trials[0].state != TrialState.COMPLETE:
         return None
-    winners = [change for change, trial in zip(ONE_LEVER_AT_A_TIME, trials[1:], strict=True)
-               if trial.state == TrialState.COMPLETE and trial.value > trials[0].value]
+    winners = [
+        change
+        for change, trial in zip(ONE_LEVER_AT_A_TIME, trials[1:], strict=True)
+        if trial.state == TrialState.COMPLETE and trial.value > trials[0].value
+    ]
     if len(winners) < 2:
         return None
     for change in winners:
@@ -263,8 +266,9 @@ def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> A
             name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
         )
     assert isinstance(distribution, FloatDistribution), distribution
-    return tidy(trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step,
-                                    log=distribution.log))
+    return tidy(
+        trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+    )
 
 
 def tidy(value: Any) -> Any:
@@ -405,8 +409,10 @@ def requeue(trial: optuna.Trial) -> None:
 def best_recipe(study: optuna.Study) -> dict[str, Any]:
     """The parameters of the complete trial with the highest validation accuracy, as its run was named."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        raise Erav1Error(f"the study {study.study_name!r} has no complete trial yet, so no recipe to confirm; "
-                         "run scripts/search_recipe.py first")
+        raise Erav1Error(
+            f"the study {study.study_name!r} has no complete trial yet, so no recipe to confirm; "
+            "run scripts/search_recipe.py first"
+        )
     return {name: tidy(value) for name, value in study.best_trial.params.items()}
 
 
@@ -427,8 +433,9 @@ def train_seeds(params: Mapping[str, Any], settings: StudySettings, seeds: list[
                 run_dir.mkdir(parents=True, exist_ok=True)
                 options = {"data": settings.data, "epochs": settings.epochs, "seed": seed, **params}
                 with open(run_dir / "train.log", "a") as log:
-                    process = subprocess.Popen(train_command(run_dir, options, settings), stdout=log,
-                                               stderr=subprocess.STDOUT)
+                    process = subprocess.Popen(
+                        train_command(run_dir, options, settings), stdout=log, stderr=subprocess.STDOUT
+                    )
                 running.append((run_dir, process))
             time.sleep(settings.poll_s)
             for run_dir, process in [item for item in running if item[1].poll() is not None]:

@@ -35,14 +35,20 @@ def main() -> None:
     parser.add_argument("--data-dir", default="~/.cache/erav1", help="the decoded-image cache")
     parser.add_argument("--storage", default=STORAGE, help="SQLAlchemy URL of the study's database")
     parser.add_argument("--study", default=STUDY_NAME, help="the study's name in that database")
-    parser.add_argument("--seeds", type=int, nargs="+",
-                        help="the seeds; the first is published (default: 0 1 2, or with --published the seeds "
-                             "of 0 1 2 that summary.json does not list)")
-    parser.add_argument("--published", action="store_true",
-                        help="confirm the run published in --out instead of a study's best recipe")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="the seeds; the first is published (default: 0 1 2, or with --published the seeds "
+        "of 0 1 2 that summary.json does not list)",
+    )
+    parser.add_argument(
+        "--published", action="store_true", help="confirm the run published in --out instead of a study's best recipe"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="seeds at once on this machine, one process each")
-    parser.add_argument("--epochs", type=int,
-                        help="epochs of every run (default: 20, as the rules fix; with --published, its epochs)")
+    parser.add_argument(
+        "--epochs", type=int, help="epochs of every run (default: 20, as the rules fix; with --published, its epochs)"
+    )
     parser.add_argument("--runs", type=Path, default=Path("runs/confirm"), help="where each seed's run goes")
     parser.add_argument("--out", type=Path, default=Path(RESULTS_DIR), help="where summary.json and the weights go")
     parser.add_argument("--device", default="auto", help="erav1 train --device, and the device publish scores on")
@@ -58,17 +64,25 @@ def main() -> None:
         recipe = best_recipe(study)
     except Erav1Error as exc:
         sys.exit(f"error: {exc}")
-    print(f"trial {study.best_trial.number}, validation accuracy {100 * study.best_value:.2f}%: "
-          + " ".join(f"{name}={value}" for name, value in recipe.items()), flush=True)
+    print(
+        f"trial {study.best_trial.number}, validation accuracy {100 * study.best_value:.2f}%: "
+        + " ".join(f"{name}={value}" for name, value in recipe.items()),
+        flush=True,
+    )
     seeds = args.seeds or list(range(CONFIRMATION_SEEDS))
     runs = train_seeds(recipe, settings(args, args.epochs or 20, train_args), seeds, args.jobs)
     summary = publish_run(runs[0], args.out, args.device, tuple(runs[1:]))
     report_seeds(summary)
     changes = recipe_changes(recipe)
-    print(f"published seed {summary['seed']} into {args.out}; "
-          + ("chapter 3 trains it with Config's defaults" if not changes else
-             "to train it in chapter 3, set these Config defaults: "
-             + shlex.join(f"{name}={value}" for name, value in changes.items())))
+    print(
+        f"published seed {summary['seed']} into {args.out}; "
+        + (
+            "chapter 3 trains it with Config's defaults"
+            if not changes
+            else "to train it in chapter 3, set these Config defaults: "
+            + shlex.join(f"{name}={value}" for name, value in changes.items())
+        )
+    )
 
 
 def confirm_published(args: argparse.Namespace, train_args: list[str]) -> None:
@@ -82,20 +96,30 @@ def confirm_published(args: argparse.Namespace, train_args: list[str]) -> None:
     if not seeds:
         sys.exit(f"the published run already has seeds {sorted(listed)}; name others with --seeds")
     recipe = recipe_options(summary["recipe"]) | ({"subset": summary["subset"]} if summary.get("subset") else {})
-    print(f"the published run (seed {summary['seed']}, {100 * summary['test_accuracy']:.2f}%) with seeds "
-          f"{' '.join(map(str, seeds))}: " + " ".join(f"{name}={value}" for name, value in recipe.items()), flush=True)
+    print(
+        f"the published run (seed {summary['seed']}, {100 * summary['test_accuracy']:.2f}%) with seeds "
+        f"{' '.join(map(str, seeds))}: " + " ".join(f"{name}={value}" for name, value in recipe.items()),
+        flush=True,
+    )
     run_settings = settings(args, args.epochs or summary["epochs"], train_args)
     try:
         for start in range(0, len(seeds), args.jobs):  # a seed joins as soon as it ends: CPU seeds span sessions
-            runs = train_seeds(recipe, run_settings, seeds[start:start + args.jobs], args.jobs)
+            runs = train_seeds(recipe, run_settings, seeds[start : start + args.jobs], args.jobs)
             report_seeds(add_seed_runs(args.out, tuple(runs)))
     except Erav1Error as exc:
         sys.exit(f"error: {exc}")
 
 
 def settings(args: argparse.Namespace, epochs: int, train_args: list[str]) -> StudySettings:
-    return StudySettings(data=args.data, runs=args.runs, epochs=epochs, device=args.device, data_dir=args.data_dir,
-                         train_args=tuple(train_args), launcher=(sys.executable, "-m", "erav1"))
+    return StudySettings(
+        data=args.data,
+        runs=args.runs,
+        epochs=epochs,
+        device=args.device,
+        data_dir=args.data_dir,
+        train_args=tuple(train_args),
+        launcher=(sys.executable, "-m", "erav1"),
+    )
 
 
 def report_seeds(summary: dict) -> None:

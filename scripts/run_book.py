@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Execute the chapters with a profile and build the book: the same as ``erav1 book``.
 
-    python scripts/run_book.py --profile smoke -p data=../shared/data/cifar10-jpeg.zip
+python scripts/run_book.py --profile smoke -p data=../shared/data/cifar10-jpeg.zip
 """
 
 import sys

@@ -33,8 +33,12 @@ from erav1.utils.data import load_data
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="cifar10", help="the dataset, as 'erav1 train --data' takes it "
-                        "(default: cifar10, the official pixels; ERAV1_CIFAR10 names a local copy)")
+    parser.add_argument(
+        "--data",
+        default="cifar10",
+        help="the dataset, as 'erav1 train --data' takes it "
+        "(default: cifar10, the official pixels; ERAV1_CIFAR10 names a local copy)",
+    )
     parser.add_argument("--data-dir", default="~/.cache/erav1", help="the decoded-image cache")
     parser.add_argument("--trials", type=int, default=40, help="finished (complete or pruned) trials the study needs")
     parser.add_argument("--jobs", type=int, default=1, help="trials at once on this machine, one process each")

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Stamp every chapter's Colab badge and install cell from _config.yml (idempotent).
 
-    python scripts/stamp_chapters.py          # rewrite the chapters that need it
-    python scripts/stamp_chapters.py --check  # exit 1 if any chapter is out of date
+python scripts/stamp_chapters.py          # rewrite the chapters that need it
+python scripts/stamp_chapters.py --check  # exit 1 if any chapter is out of date
 """
 
 import argparse

@@ -19,8 +19,13 @@ import pytest
 
 # Keep kernels, matplotlib and friends out of $HOME.
 _HOME = Path(tempfile.mkdtemp(prefix="erav1-test-home-"))
-for var, sub in [("MPLCONFIGDIR", "mpl"), ("IPYTHONDIR", "ipython"), ("XDG_CACHE_HOME", "cache"),
-                 ("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data")]:
+for var, sub in [
+    ("MPLCONFIGDIR", "mpl"),
+    ("IPYTHONDIR", "ipython"),
+    ("XDG_CACHE_HOME", "cache"),
+    ("XDG_CONFIG_HOME", "config"),
+    ("XDG_DATA_HOME", "data"),
+]:
     os.environ.setdefault(var, str(_HOME / sub))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -116,8 +121,16 @@ def tiny_config(cifar_zip: Path, cache_dir: Path, run_dir: Path, **overrides):
     from erav1.main import Config
 
     values = dict(
-        data=str(cifar_zip), data_dir=str(cache_dir), subset=500, epochs=3, batch_size=32, cutout_size=0,
-        device="cpu", precision="fp32", run_dir=str(run_dir), lr=0.02,
+        data=str(cifar_zip),
+        data_dir=str(cache_dir),
+        subset=500,
+        epochs=3,
+        batch_size=32,
+        cutout_size=0,
+        device="cpu",
+        precision="fp32",
+        run_dir=str(run_dir),
+        lr=0.02,
     )
     values.update(overrides)
     return Config(**values)

@@ -12,8 +12,15 @@ from erav1.analysis import METRICS, REPORT
 from erav1.cli import main
 from erav1.utils.rundir import CONFIG
 
-FIGURES = ["loss_curves", "accuracy_curves", "lr_schedule", "class_accuracy", "confusion_matrix", "misclassified",
-           "gradcam"]
+FIGURES = [
+    "loss_curves",
+    "accuracy_curves",
+    "lr_schedule",
+    "class_accuracy",
+    "confusion_matrix",
+    "misclassified",
+    "gradcam",
+]
 
 
 @pytest.fixture
@@ -25,8 +32,10 @@ def run_dir(tiny_run, tmp_path):
 
 
 def test_analyze_writes_every_figure_and_the_metrics(run_dir, tiny_run, capsys):
-    assert main(["analyze", str(run_dir), "--n", "5", "--device", "cpu", "--precision", "fp32",
-                 "--faithfulness-n", "0"]) == 0
+    assert (
+        main(["analyze", str(run_dir), "--n", "5", "--device", "cpu", "--precision", "fp32", "--faithfulness-n", "0"])
+        == 0
+    )
 
     report = run_dir / REPORT
     assert sorted(p.name for p in report.iterdir()) == sorted([f"{name}.png" for name in FIGURES] + [METRICS])
@@ -56,8 +65,18 @@ def test_analyze_writes_chapter_7s_road_table(run_dir, small_splits, capsys):
     from erav1.utils.cam_trust import METHODS, RANDOM, Sample, measure_faithfulness
     from erav1.utils.evaluation import load_model, predict
 
-    argv = ["analyze", str(run_dir), "--device", "cpu", "--precision", "fp32", "--faithfulness-n", "2",
-            "--faithfulness-seed", "1"]
+    argv = [
+        "analyze",
+        str(run_dir),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--faithfulness-n",
+        "2",
+        "--faithfulness-seed",
+        "1",
+    ]
     assert main(argv) == 0
     road = json.loads((run_dir / REPORT / METRICS).read_text())["faithfulness"]
     assert road["num_images"] == 2 and road["seed"] == 1 and road["layer"] == "layer3.1"
@@ -70,13 +89,29 @@ def test_analyze_writes_chapter_7s_road_table(run_dir, small_splits, capsys):
     assert f"ROAD on 2 images ranks {best} first" in capsys.readouterr().out
 
 
-def test_analyze_scores_a_weights_file_and_writes_its_report_where_asked(run_dir, official_subset_zip, tmp_path,
-                                                                          capsys):
+def test_analyze_scores_a_weights_file_and_writes_its_report_where_asked(
+    run_dir, official_subset_zip, tmp_path, capsys
+):
     """A bare weights file has no config.json: it is scored on the data given (here 300 official test images)."""
     out = tmp_path / "weights-report"
-    args = ["analyze", str(run_dir / "model.pt"), "--out", str(out), "--device", "cpu", "--precision", "fp32",
-            "--n", "3", "--data", str(official_subset_zip), "--data-dir", str(tmp_path / "cache"),
-            "--faithfulness-n", "0"]
+    args = [
+        "analyze",
+        str(run_dir / "model.pt"),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--n",
+        "3",
+        "--data",
+        str(official_subset_zip),
+        "--data-dir",
+        str(tmp_path / "cache"),
+        "--faithfulness-n",
+        "0",
+    ]
     assert main(args) == 0
     metrics = json.loads((out / METRICS).read_text())
     assert metrics["num_images"] == 300 and metrics["model"] == str(run_dir / "model.pt")
@@ -89,8 +124,25 @@ def test_analyze_scores_a_weights_file_and_writes_its_report_where_asked(run_dir
 def test_analyze_published_scores_the_published_weights(official_subset_zip, tmp_path, monkeypatch):
     """'published' is the book's published run (in a clone, book/results/resnet18_cifar10.pt)."""
     monkeypatch.chdir(tmp_path)
-    assert main(["analyze", "published", "--device", "cpu", "--n", "3", "--data", str(official_subset_zip),
-                 "--data-dir", str(tmp_path / "cache"), "--faithfulness-n", "0"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "published",
+                "--device",
+                "cpu",
+                "--n",
+                "3",
+                "--data",
+                str(official_subset_zip),
+                "--data-dir",
+                str(tmp_path / "cache"),
+                "--faithfulness-n",
+                "0",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "reports" / "published" / METRICS).read_text())
     assert Path(metrics["weights"]).name == "resnet18_cifar10.pt"
     assert metrics["accuracy"] > 0.8, "a trained model, not a fresh one, on 300 official test images"

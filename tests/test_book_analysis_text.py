@@ -38,8 +38,15 @@ def test_describe_target_layer_and_gradcam_give_measured_sizes():
     assert "layer4.1, its map is 4x4, so each CAM cell covers 8x8 px: below the 5x5 minimum" in text
     cams = np.zeros((2, 32, 32), dtype=np.float32)
     cams[:, 3, 3] = 1
-    result = GradCamResult("layer3.1", (8, 8), cams, cams, cams[..., None].repeat(3, -1),
-                           cams[..., None].repeat(3, -1), np.zeros((2, 32, 32, 3), dtype=np.float32))
+    result = GradCamResult(
+        "layer3.1",
+        (8, 8),
+        cams,
+        cams,
+        cams[..., None].repeat(3, -1),
+        cams[..., None].repeat(3, -1),
+        np.zeros((2, 32, 32, 3), dtype=np.float32),
+    )
     assert "whose 8x8 map is upsampled to 32x32 px (each cell covers 4x4 px). For 2 of 2" in describe_gradcam(result)
 
 

@@ -134,9 +134,18 @@ def browser():
     profile = tempfile.mkdtemp(prefix="erav1-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", f"--user-data-dir={profile}", "--window-size=1280,2000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,2000",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
@@ -161,7 +170,8 @@ def test_page_loads_every_image_without_javascript_errors(site, browser, name):
     browser.execute_script("document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading = 'eager')")
     assert wait_for(browser, "return Array.from(document.images).every(i => i.complete)"), "images never finished"
     broken = browser.execute_script(
-        "return Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.src)")
+        "return Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.src)"
+    )
     assert broken == [], f"{name}: images that did not load (the Colab badge is vendored, so it loads too)"
     if name == "book/06_gradcam":
         assert wait_for(browser, "return document.querySelectorAll('mjx-container').length > 0"), "no math rendered"

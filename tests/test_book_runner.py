@@ -59,8 +59,13 @@ def digests(book: Book) -> dict[str, str]:
 
 
 def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "erav1", "book", "--root", str(root), *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "erav1", "book", "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def test_a_failing_chapter_stops_the_run_names_chapter_and_cell_and_builds_nothing(tmp_path):
@@ -158,20 +163,26 @@ def test_overrides_are_read_as_yaml():
 
 
 def test_progress_bars_collapse_to_what_a_terminal_shows():
-    text = ("training on 500 images\n"
-            "epoch 1:  10%|#         | 50/500\repoch 1:  90%|######### | 450/500\r                          \r"
-            "epoch   1/1  train loss 2.3\n")
+    text = (
+        "training on 500 images\n"
+        "epoch 1:  10%|#         | 50/500\repoch 1:  90%|######### | 450/500\r                          \r"
+        "epoch   1/1  train loss 2.3\n"
+    )
     assert collapse_carriage_returns(text) == "training on 500 images\nepoch   1/1  train loss 2.3\n"
 
 
 def test_tidy_merges_split_stream_writes_and_hides_the_injected_cell():
     cell = new_code_cell("fit()")
-    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="a 10%\r"),
-                    nbformat.v4.new_output("stream", name="stdout", text="a 100%\r   \rdone\n")]
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="a 10%\r"),
+        nbformat.v4.new_output("stream", name="stdout", text="a 100%\r   \rdone\n"),
+    ]
     injected = new_code_cell("epochs = 1")
     injected.metadata["tags"] = ["injected-parameters"]
-    nb = new_notebook(cells=[injected, cell], metadata={"papermill": {"input_path": "/home/me/repo/book/x.ipynb",
-                                                                      "output_path": "/tmp/stage/book/x.ipynb"}})
+    nb = new_notebook(
+        cells=[injected, cell],
+        metadata={"papermill": {"input_path": "/home/me/repo/book/x.ipynb", "output_path": "/tmp/stage/book/x.ipynb"}},
+    )
     nb = tidy_notebook(nb, "smoke", {"epochs": 1}, "book/x.ipynb")
     assert nb.metadata["papermill"] == {"input_path": "book/x.ipynb", "output_path": "book/x.ipynb"}
     assert [o.text for o in nb.cells[1].outputs] == ["done\n"]
@@ -188,8 +199,10 @@ def test_results_table_is_generated_or_says_nothing_is_published(tmp_path):
     summary.write_text('{"test_accuracy": 0.9234, "epochs": 20, "wall_time_s": 5250, "hardware": "one GPU"}')
     refresh_results(intro, summary)
     assert "| 92.34% | - | 20 | 1 h 28 min | one GPU |" in intro.read_text()  # no flip-TTA number: a dash
-    summary.write_text('{"test_accuracy": 0.9234, "test_accuracy_flip_tta": 0.9301, "epochs": 20, '
-                       '"wall_time_s": 5250, "hardware": "one GPU"}')
+    summary.write_text(
+        '{"test_accuracy": 0.9234, "test_accuracy_flip_tta": 0.9301, "epochs": 20, '
+        '"wall_time_s": 5250, "hardware": "one GPU"}'
+    )
     refresh_results(intro, summary)
     assert "| 92.34% | 93.01% | 20 | 1 h 28 min | one GPU |" in intro.read_text()
     assert results_markdown(None) == NOT_PUBLISHED
@@ -218,8 +231,9 @@ def test_the_full_profile_publishes_the_run_its_chapters_trained(tiny_run, tmp_p
 
     book = make_book(tmp_path / "repo")
     shutil.copytree(tiny_run.run_dir, tmp_path / "repo" / "runs" / "book")
-    nbformat.write(chapter("Third", 'run_dir = "runs/book"\nepochs = 20', "print(run_dir)"),
-                   book.root / "book" / "03_third.ipynb")  # the training chapter names its run directory
+    nbformat.write(
+        chapter("Third", 'run_dir = "runs/book"\nepochs = 20', "print(run_dir)"), book.root / "book" / "03_third.ipynb"
+    )  # the training chapter names its run directory
     (book.root / "_toc.yml").write_text(TOC + "  - file: book/03_third\n")
     (book.root / "README.md").write_text("# tiny\n\n<!-- results:start -->\n<!-- results:end -->\n")
 

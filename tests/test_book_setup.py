@@ -79,7 +79,7 @@ def test_profiles():
 
 def test_the_test_command_installs_chromium_and_ci_calls_it():
     makefile = (ROOT / "Makefile").read_text()
-    browser = makefile[makefile.index("\nbrowser:"):makefile.index("\ntest:")]
+    browser = makefile[makefile.index("\nbrowser:") : makefile.index("\ntest:")]
     assert "apt-get update" in browser and "apt-get install -y -qq chromium chromium-driver" in browser
     assert re.search(r"^test: .*\bbrowser\b", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()

@@ -39,7 +39,8 @@ def test_describe_augmentation_derives_its_numbers_from_the_recipe():
     assert "one of 81 positions" in text and "at most 25% of the pixels" in text and "in 50% of the images" in text
     assert f"{81 * 2 * 32 * 32:,} different versions" in text
     assert "Cutout" not in describe_augmentation(Augmentation(cutout_size=0)) and "square" not in (
-        describe_augmentation(Augmentation(cutout_size=0)))
+        describe_augmentation(Augmentation(cutout_size=0))
+    )
 
 
 def test_the_cutout_fill_text_names_the_recipes_fill_and_the_measured_offsets():

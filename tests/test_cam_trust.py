@@ -85,7 +85,7 @@ def test_every_method_gives_image_sized_maps_in_0_1_batched_as_one_by_one(traine
     assert batched.min() >= 0.0 and batched.max() <= 1.0
     assert (np.ptp(batched.reshape(3, -1), axis=1) > 0.5).all(), "every map points somewhere"
     for i in range(3):
-        alone = compute_cams(trained.model, images[i:i + 1], classes[i:i + 1], trained.runtime, method=method)
+        alone = compute_cams(trained.model, images[i : i + 1], classes[i : i + 1], trained.runtime, method=method)
         np.testing.assert_allclose(batched[i], alone[0], atol=1e-4, err_msg=f"{method}, image {i}")
     assert all(not m._forward_hooks and not m._backward_hooks for m in trained.model.modules())
     # the package used plainly gives the same maps: our frozen weights and graph cut change nothing
@@ -180,8 +180,9 @@ def test_our_road_scores_are_the_packages(trained, sample):
     """Our per-step loop gives exactly the package's ROADCombined on the same (untied) maps and noise."""
     small = Sample(sample.indices[:4], sample.images[:4], sample.true[:4], sample.pred[:4], sample.classes)
     percentiles = (20, 50, 80)
-    result = measure_faithfulness(trained.model, small, trained.runtime, ["gradcam"], seed=3, percentiles=percentiles,
-                                  progress=False)
+    result = measure_faithfulness(
+        trained.model, small, trained.runtime, ["gradcam"], seed=3, percentiles=percentiles, progress=False
+    )
     assert result.removed == [20, 50, 80] and result.methods == ["gradcam", RANDOM]
     cams = untie(compute_cams(trained.model, small.images, small.pred, trained.runtime), seed=3)
     x = normalize(small.images)
@@ -225,9 +226,15 @@ def test_faithfulness_text_comes_from_the_numbers():
     sample = Sample([1, 2], torch.zeros(2, 3, 32, 32, dtype=torch.uint8), [0, 1], [0, 0], ["cat", "dog"])
     ones = np.ones((2, 2))
     result = Faithfulness(
-        ["gradcam", "eigencam", RANDOM], "layer3.1", [10, 90], np.array([0.9, 0.8]),
+        ["gradcam", "eigencam", RANDOM],
+        "layer3.1",
+        [10, 90],
+        np.array([0.9, 0.8]),
         morf={"gradcam": ones * 0.2, "eigencam": ones * 0.5, RANDOM: ones * 0.6},
-        lerf={"gradcam": ones * 0.8, "eigencam": ones * 0.7, RANDOM: ones * 0.6}, sample=sample, seed=0, seconds=1.0,
+        lerf={"gradcam": ones * 0.8, "eigencam": ones * 0.7, RANDOM: ones * 0.6},
+        sample=sample,
+        seed=0,
+        seconds=1.0,
     )
     lerf_gradcam = result.lerf["gradcam"]
     lerf_gradcam[:, 1] = 0.7
@@ -246,8 +253,13 @@ def test_faithfulness_text_comes_from_the_numbers():
 
 def test_stages_go_from_the_head_down_to_the_stem(trained):
     assert randomisation_stages(trained.model) == [
-        ("linear", ["linear"]), ("layer4", ["layer4"]), ("layer3", ["layer3"]), ("layer2", ["layer2"]),
-        ("layer1", ["layer1"]), ("stem", ["conv1", "bn1"])]
+        ("linear", ["linear"]),
+        ("layer4", ["layer4"]),
+        ("layer3", ["layer3"]),
+        ("layer2", ["layer2"]),
+        ("layer1", ["layer1"]),
+        ("stem", ["conv1", "bn1"]),
+    ]
 
 
 def test_rank_correlation_is_spearmans_and_zero_for_a_constant_map():

@@ -14,8 +14,19 @@ from erav1.book.layout import Book
 from erav1.book.parameters import declared_parameters
 from erav1.book.stamp import INSTALL_TAG, stamp_chapters
 
-LOGIC = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.For, ast.AsyncFor, ast.While,
-         ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+LOGIC = (
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Lambda,
+    ast.For,
+    ast.AsyncFor,
+    ast.While,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+)
 IDS = [path.stem for path in CHAPTERS]
 
 
@@ -65,7 +76,7 @@ def test_first_code_cell_installs_erav1_from_config_only_in_colab(path):
     owner, repo, branch = repository()
     assert INSTALL_TAG in cell.metadata["tags"]
     assert 'if "google.colab" in sys.modules:' in cell.source
-    assert f"pip install -q \"erav1 @ git+https://github.com/{owner}/{repo}@{branch}\"" in cell.source
+    assert f'pip install -q "erav1 @ git+https://github.com/{owner}/{repo}@{branch}"' in cell.source
     python_source(cell.source)  # valid once the %pip magic is transformed
 
 

@@ -62,7 +62,8 @@ class FakeTorchvisionCIFAR10:
 
 
 def test_torchvision_and_a_local_copy_load_the_same_images_in_the_same_order(
-        official_subset_zip, cache_dir, monkeypatch):
+    official_subset_zip, cache_dir, monkeypatch
+):
     """A seeded run sees the same images in the same order whichever source ``cifar10`` resolves to."""
     train, test = load_image_folder(official_subset_zip)
     rng = np.random.default_rng(2)

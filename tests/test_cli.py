@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def erav1(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "erav1", *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "erav1", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
 
 
 def test_help_documents_every_option_with_its_default():
@@ -88,7 +89,8 @@ def test_the_recipe_levers_are_documented_and_cannot_change_on_resume(tmp_path):
         assert next(f.metadata["help"] for f in fields(Config) if f.name == name) in text, name
     run_dir = tmp_path / "run"
     atomic_write_json(Config(run_dir=str(run_dir)).to_saved_dict(), run_dir / "config.json")
-    out = erav1("train", "--resume", str(run_dir), "--cutout-fill", "mean", "--zero-init-residual",
-                "--ema-decay", "0.99")
+    out = erav1(
+        "train", "--resume", str(run_dir), "--cutout-fill", "mean", "--zero-init-residual", "--ema-decay", "0.99"
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "--cutout-fill, --ema-decay, --zero-init-residual cannot change" in out.stderr

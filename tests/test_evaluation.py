@@ -36,9 +36,7 @@ def one_hot_logits(preds: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():
-    expected = torch.tensor([[3, 1, 1],
-                             [1, 2, 0],
-                             [0, 0, 0]])
+    expected = torch.tensor([[3, 1, 1], [1, 2, 0], [0, 0, 0]])
     confusion = confusion_matrix(PREDS, TARGETS, 3)
     assert confusion.dtype == torch.int64
     assert torch.equal(confusion, expected)

@@ -51,14 +51,23 @@ def cli_env() -> dict[str, str]:
 
 def erav1(*args: object) -> subprocess.CompletedProcess:
     """``python -m erav1 ARGS`` in a subprocess, as a user would run it."""
-    return subprocess.run([sys.executable, "-m", "erav1", *map(str, args)], env=cli_env(),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "erav1", *map(str, args)], env=cli_env(), capture_output=True, text=True, timeout=600
+    )
 
 
 def train_args(data: Path, cache_dir: Path, run_dir: Path, **overrides: object) -> list[str]:
     """``train`` options for a run of a few seconds: batches of 8, fp32 on the CPU."""
-    values = dict(data=data, data_dir=cache_dir, epochs=EPOCHS, batch_size=8, lr=0.05,
-                  device="cpu", precision="fp32", run_dir=run_dir)
+    values = dict(
+        data=data,
+        data_dir=cache_dir,
+        epochs=EPOCHS,
+        batch_size=8,
+        lr=0.05,
+        device="cpu",
+        precision="fp32",
+        run_dir=run_dir,
+    )
     values.update(overrides)
     return ["train", *[item for k, v in values.items() for item in (f"--{k.replace('_', '-')}", str(v))]]
 
@@ -76,8 +85,11 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *expected: str, st
 
 def snapshot(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder``: equal snapshots mean nothing was lost or changed."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 class LiveRun:
@@ -183,8 +195,9 @@ def jpegs(cifar_zip) -> dict[str, list[bytes]]:
         return {c: [archive.read(n) for n in [n for n in names if n.startswith(f"train/{c}/")][:8]] for c in CLASSES}
 
 
-def write_image_folder(root: Path, jpegs: dict[str, list[bytes]], classes: list[str], train: int = 2,
-                       test: int = 1) -> Path:
+def write_image_folder(
+    root: Path, jpegs: dict[str, list[bytes]], classes: list[str], train: int = 2, test: int = 1
+) -> Path:
     """train/<class>/ and test/<class>/ with ``train`` and ``test`` real images per class."""
     for split, images in (("train", slice(0, train)), ("test", slice(train, train + test))):
         for c in classes:
@@ -229,8 +242,7 @@ KILL_SCENARIOS = {
 
 
 @pytest.mark.parametrize("scenario", list(KILL_SCENARIOS))
-def test_kill_9_then_resume_gives_the_uninterrupted_result(scenario, reference_run, strike_after_s, run_args,
-                                                           tmp_path):
+def test_kill_9_then_resume_gives_the_uninterrupted_result(scenario, reference_run, strike_after_s, run_args, tmp_path):
     run_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "erav1", *run_args(run_dir)]
     for kind, epoch, expected_saved in KILL_SCENARIOS[scenario]:
@@ -288,14 +300,17 @@ def test_a_stop_while_writing_a_checkpoint_keeps_the_previous_one_and_counts_it_
     run_dir = tmp_path / "run"
     interrupted = signal_while_writing_checkpoint(2, sig, run_args(run_dir))
     assert interrupted.returncode == 130 and "Traceback" not in interrupted.stdout + interrupted.stderr
-    assert (f"interrupted: 1 of {EPOCHS} epochs are saved in {run_dir / 'last.pt'}. "
-            f"Resume with: erav1 train --resume {shlex.quote(str(run_dir))}") in interrupted.stdout
+    assert (
+        f"interrupted: 1 of {EPOCHS} epochs are saved in {run_dir / 'last.pt'}. "
+        f"Resume with: erav1 train --resume {shlex.quote(str(run_dir))}"
+    ) in interrupted.stdout
     assert saved_epochs(run_dir) == 1
     assert not list(run_dir.glob(".*.tmp")), "an interrupted write must remove its temp file"
 
 
-def test_ctrl_c_keeps_the_checkpoint_and_prints_the_exact_resume_command(reference_run, strike_after_s, run_args,
-                                                                         tmp_path):
+def test_ctrl_c_keeps_the_checkpoint_and_prints_the_exact_resume_command(
+    reference_run, strike_after_s, run_args, tmp_path
+):
     run_dir = tmp_path / "my runs" / "ctrl c"  # spaces: the printed command must still work when pasted
     run = LiveRun([sys.executable, "-m", "erav1", *run_args(run_dir)])
     run.wait_until(mid_epoch(2, strike_after_s))
@@ -307,8 +322,9 @@ def test_ctrl_c_keeps_the_checkpoint_and_prints_the_exact_resume_command(referen
     printed = run.output.rsplit("Resume with: ", 1)[1].splitlines()[0]
     argv = shlex.split(printed)
     assert argv[0] == "erav1"
-    result = subprocess.run([sys.executable, "-m", *argv, "--no-progress"], env=cli_env(), capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", *argv, "--no-progress"], env=cli_env(), capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     assert_same_result(run_dir, reference_run)
 
@@ -335,8 +351,10 @@ def raise_learning_rate(run_dir: Path, lr: float) -> None:
     checkpoint["config"]["lr"] = lr
     for group in checkpoint["optimizer"]["param_groups"]:
         group.update(lr=lr, initial_lr=lr)
-    checkpoint["scheduler"].update(base_lrs=[lr] * len(checkpoint["scheduler"]["base_lrs"]),
-                                   _last_lr=[lr] * len(checkpoint["scheduler"]["_last_lr"]))
+    checkpoint["scheduler"].update(
+        base_lrs=[lr] * len(checkpoint["scheduler"]["base_lrs"]),
+        _last_lr=[lr] * len(checkpoint["scheduler"]["_last_lr"]),
+    )
     torch.save(checkpoint, run_dir / "last.pt")
 
 
@@ -349,8 +367,9 @@ def test_divergence_after_a_good_epoch_stops_at_once_and_keeps_the_good_checkpoi
     kept = {name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest() for name in ("last.pt", "history.json")}
 
     result = erav1("train", "--resume", run_dir, "--no-progress")
-    message = assert_clean_failure(result, "at epoch 2, step", "(lr 1e+06)",
-                                   f"{run_dir / 'last.pt'} keeps the last good epoch (1)", "Lower --lr")
+    message = assert_clean_failure(
+        result, "at epoch 2, step", "(lr 1e+06)", f"{run_dir / 'last.pt'} keeps the last good epoch (1)", "Lower --lr"
+    )
     assert re.search(r"the (training|test) loss became (nan|inf|-inf) at epoch 2", message)
     assert kept == {name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest() for name in kept}
     assert saved_epochs(run_dir) == 1 and not (run_dir / "model.pt").exists()
@@ -433,12 +452,18 @@ BAD_CHECKPOINTS = {
     "truncated": (lambda ref: (ref / "last.pt").read_bytes()[:1_000_000], "is corrupt, truncated or not"),
     "empty": (lambda ref: b"", "the file is empty"),
     "random bytes": (lambda ref: random.Random(0).randbytes(4096), "is corrupt, truncated or not"),
-    "damaged inside": (lambda ref: flip_bytes((ref / "last.pt").read_bytes(), 1000, 2000),
-                       "is corrupt, truncated or not"),
-    "bare weights": (lambda ref: (ref / "model.pt").read_bytes(),
-                     "is not an erav1 training checkpoint (it holds a bare state_dict"),
-    "another model's run": (resnet34_run_checkpoint,
-                            "it was saved with other settings (model: 'resnet34' -> 'resnet18')"),
+    "damaged inside": (
+        lambda ref: flip_bytes((ref / "last.pt").read_bytes(), 1000, 2000),
+        "is corrupt, truncated or not",
+    ),
+    "bare weights": (
+        lambda ref: (ref / "model.pt").read_bytes(),
+        "is not an erav1 training checkpoint (it holds a bare state_dict",
+    ),
+    "another model's run": (
+        resnet34_run_checkpoint,
+        "it was saved with other settings (model: 'resnet34' -> 'resnet18')",
+    ),
 }
 
 
@@ -494,14 +519,22 @@ def png(jpeg: bytes, mode: str = "RGB", size: int = 32) -> bytes:
 DATA_FAULTS = {
     "missing train/": (lambda root, jpegs: shutil.rmtree(root / "train"), "has no train/ folder"),
     "missing test/": (lambda root, jpegs: shutil.rmtree(root / "test"), "has no test/ folder"),
-    "empty class folder": (lambda root, jpegs: [p.unlink() for p in (root / "train" / "bird").iterdir()],
-                           "class folder(s) train/bird hold no images"),
-    "different class sets": (lambda root, jpegs: add_file(root, "test/ship/0000.jpg", jpegs["ship"][0]),
-                             "train/ and test/ have different class folders (only in test/: ['ship'])"),
-    "not an image": (lambda root, jpegs: add_file(root, "train/cat/notes.txt", b"not an image\n"),
-                     "train/cat/notes.txt is not an image Pillow can read"),
-    "truncated JPEG": (lambda root, jpegs: add_file(root, "train/cat/0000.jpg", jpegs["cat"][0][:400]),
-                       "train/cat/0000.jpg is damaged or truncated"),
+    "empty class folder": (
+        lambda root, jpegs: [p.unlink() for p in (root / "train" / "bird").iterdir()],
+        "class folder(s) train/bird hold no images",
+    ),
+    "different class sets": (
+        lambda root, jpegs: add_file(root, "test/ship/0000.jpg", jpegs["ship"][0]),
+        "train/ and test/ have different class folders (only in test/: ['ship'])",
+    ),
+    "not an image": (
+        lambda root, jpegs: add_file(root, "train/cat/notes.txt", b"not an image\n"),
+        "train/cat/notes.txt is not an image Pillow can read",
+    ),
+    "truncated JPEG": (
+        lambda root, jpegs: add_file(root, "train/cat/0000.jpg", jpegs["cat"][0][:400]),
+        "train/cat/0000.jpg is damaged or truncated",
+    ),
 }
 THREE_CLASSES = ["airplane", "bird", "cat"]
 
@@ -559,8 +592,11 @@ def test_repairs_are_noted_once_and_resuming_on_other_classes_is_refused(jpegs, 
     write_image_folder(data, jpegs, CLASSES[:3])
     before = snapshot(run_dir)
     result = erav1("train", "--resume", run_dir)
-    assert_clean_failure(result, f"{run_dir / 'last.pt'} was trained on 10 classes (airplane, automobile, bird, cat",
-                         f"but {data} has 3 (airplane, automobile, bird)")
+    assert_clean_failure(
+        result,
+        f"{run_dir / 'last.pt'} was trained on 10 classes (airplane, automobile, bird, cat",
+        f"but {data} has 3 (airplane, automobile, bird)",
+    )
     assert snapshot(run_dir) == before
 
 
@@ -570,8 +606,9 @@ def test_repairs_are_noted_once_and_resuming_on_other_classes_is_refused(jpegs, 
 def test_training_into_an_existing_run_is_refused(reference_run, run_args):
     before = snapshot(reference_run)
     result = erav1(*run_args(reference_run))
-    assert_clean_failure(result, f"{reference_run} already holds a run",
-                         f"erav1 train --resume {reference_run}", "--overwrite")
+    assert_clean_failure(
+        result, f"{reference_run} already holds a run", f"erav1 train --resume {reference_run}", "--overwrite"
+    )
     assert snapshot(reference_run) == before
 
 
@@ -616,11 +653,14 @@ def test_resume_of_a_folder_without_a_run_says_so(where, tmp_path):
     assert_clean_failure(result, f"nothing to resume: {run_dir} has no config.json")
 
 
-@pytest.mark.parametrize("args, problem", [
-    (["train", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
-    (["train", "--model", "resnet99"], "invalid choice: 'resnet99'"),
-    (["train", "--pct-start", "1"], "pct_start must be below 1"),
-])
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["train", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
+        (["train", "--model", "resnet99"], "invalid choice: 'resnet99'"),
+        (["train", "--pct-start", "1"], "pct_start must be below 1"),
+    ],
+)
 def test_a_bad_option_gets_one_line(args, problem, tmp_path):
     # Data in tmp_path: were the option accepted after all, the run must not download into ~/.cache.
     result = erav1(*args, "--run-dir", tmp_path / "run", "--data", tmp_path / "data", "--data-dir", tmp_path / "cache")

@@ -36,15 +36,22 @@ def lease(tmp_path, official_subset_zip):
         "BOOK_RUN": str(tmp_path / "runs" / "book"),
         "OUT": str(tmp_path / "out"),
         "WHEELS": str(tmp_path / "no-wheels"),  # this machine has every package; the GPU machine gets wheels
-        "TRIALS": "2", "JOBS": "2", "EPOCHS": "1", "SEEDS": "0 1", "DEVICE": "cpu",
-        "BUDGET_S": "500", "CONFIRM_S": "240", "TRAIN_ARGS": "--precision fp32",
+        "TRIALS": "2",
+        "JOBS": "2",
+        "EPOCHS": "1",
+        "SEEDS": "0 1",
+        "DEVICE": "cpu",
+        "BUDGET_S": "500",
+        "CONFIRM_S": "240",
+        "TRAIN_ARGS": "--precision fp32",
     }
     return tmp_path, env
 
 
 def script(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def split_here(tmp_path: Path, env: dict) -> list[Path]:
@@ -111,8 +118,12 @@ def test_the_parts_travel_the_study_runs_the_seeds_train_and_the_results_unpack(
     listing = sorted(p.name for p in book_run.iterdir())
     assert listing == ["config.json", "environment.json", "history.json", "model.pt", "report"]  # report: publish's
     assert json.loads((book_run / "config.json").read_text()) == best
-    shown = subprocess.run([sys.executable, "-m", "erav1", "train", "--resume", str(book_run), "--device", "cpu"],
-                           capture_output=True, text=True, timeout=300)
+    shown = subprocess.run(
+        [sys.executable, "-m", "erav1", "train", "--resume", str(book_run), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert shown.returncode == 0 and "has finished all 1 epochs" in shown.stdout, shown.stdout + shown.stderr
     assert sorted(p.name for p in book_run.iterdir()) == listing, "showing the finished run wrote nothing into it"
 
@@ -150,7 +161,7 @@ def test_unpack_refuses_to_overwrite_a_run_in_runs_book_and_writes_nothing(lease
 def test_what_the_script_writes_into_the_working_tree_is_ignored_by_git():
     """Carried paths must be ignored: untracked ones would travel in every call and overflow its 64 MiB."""
     written = [".gpu/png/part_aa", ".whl/optuna-5.0.0-py3-none-any.whl"]  # PARTS and WHEELS, as the script names them
-    assert f'PARTS=${{PARTS:-{Path(written[0]).parent}}}' in SCRIPT.read_text()
-    assert f'WHEELS=${{WHEELS:-{Path(written[1]).parent}}}' in SCRIPT.read_text()
+    assert f"PARTS=${{PARTS:-{Path(written[0]).parent}}}" in SCRIPT.read_text()
+    assert f"WHEELS=${{WHEELS:-{Path(written[1]).parent}}}" in SCRIPT.read_text()
     ignored = subprocess.run(["git", "check-ignore", *written], cwd=ROOT, capture_output=True, text=True)
     assert ignored.stdout.split() == written

@@ -99,7 +99,7 @@ def test_trained_model_batched_equals_one_by_one_for_every_image(tiny_run, image
     targets = [3, 1, 4, 1]
     batched = compute_cams(model, images, targets, CPU, batch_size=3)  # a full and a ragged batch
     for i in range(len(images)):
-        alone = compute_cams(model, images[i:i + 1], targets[i:i + 1], CPU)
+        alone = compute_cams(model, images[i : i + 1], targets[i : i + 1], CPU)
         np.testing.assert_allclose(batched[i], alone[0], atol=1e-4, err_msg=f"image {i}")
 
 
@@ -203,6 +203,8 @@ def test_gradcam_on_cuda_equals_gradcam_on_the_cpu_for_the_published_weights(sma
         for c, g in zip(maps["cpu"], maps["cuda"], strict=True)
     ]
     largest = float(np.abs(maps["cpu"] - maps["cuda"]).max())
-    print(f"\nGrad-CAM, CUDA against CPU, {len(images)} test images: correlation min {min(correlations):.6f}, "
-          f"mean {np.mean(correlations):.6f}; largest difference {largest:.2e}")
+    print(
+        f"\nGrad-CAM, CUDA against CPU, {len(images)} test images: correlation min {min(correlations):.6f}, "
+        f"mean {np.mean(correlations):.6f}; largest difference {largest:.2e}"
+    )
     assert min(correlations) >= 0.999

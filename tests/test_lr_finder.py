@@ -16,8 +16,9 @@ from erav1.utils.transforms import Augmentation, normalize
 
 
 def config(cifar_zip, cache_dir, **overrides) -> Config:
-    values = dict(data=str(cifar_zip), data_dir=str(cache_dir), subset=500, batch_size=8, device="cpu",
-                  precision="fp32")  # small batches: a test checks the plumbing, not the suggestion
+    values = dict(
+        data=str(cifar_zip), data_dir=str(cache_dir), subset=500, batch_size=8, device="cpu", precision="fp32"
+    )  # small batches: a test checks the plumbing, not the suggestion
     return Config(**{**values, **overrides})
 
 
@@ -25,8 +26,9 @@ def test_training_batches_are_shuffled_augmented_and_normalised(small_splits):
     train = small_splits.train
     runtime = Runtime.create("cpu", "fp32", channels_last=False)
     generator = torch.Generator().manual_seed(0)
-    batches = list(training_batches(train, 128, Augmentation(cutout_size=0, crop_padding=0, flip=False), generator,
-                                    runtime))
+    batches = list(
+        training_batches(train, 128, Augmentation(cutout_size=0, crop_padding=0, flip=False), generator, runtime)
+    )
     assert [len(y) for _, y in batches] == [128, 128, 128, 116]  # every image once, the last batch ragged
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     x, y = batches[0]
@@ -44,7 +46,7 @@ def test_the_range_test_sweeps_the_recipe_and_leaves_global_state_alone(cifar_zi
     assert max(ratios) == pytest.approx(min(ratios))  # exponential
     assert all(math.isfinite(loss) for loss in test.losses)
     skip_start, skip_end = test.skip
-    assert test.suggested_lr in test.lrs[skip_start:len(test.lrs) - skip_end]
+    assert test.suggested_lr in test.lrs[skip_start : len(test.lrs) - skip_end]
     out, err = capsys.readouterr()
     assert "LR range test" in out and err == ""  # a plain-text bar on stdout, the package's prints swallowed
     assert "Learning rate search finished" not in out
@@ -67,8 +69,16 @@ def test_too_few_iterations_or_a_bad_sweep_is_one_clear_error(cifar_zip, cache_d
 
 
 def fake(suggested: float, lrs: int = 20, iterations: int = 20, batch_size: int = 512, train: int = 50_000):
-    return LRRangeTest([0.001 * 1.5 ** i for i in range(lrs)], [2.0 - 0.01 * i for i in range(lrs)], suggested,
-                       iterations, batch_size, train, 12.0, finder=None)
+    return LRRangeTest(
+        [0.001 * 1.5**i for i in range(lrs)],
+        [2.0 - 0.01 * i for i in range(lrs)],
+        suggested,
+        iterations,
+        batch_size,
+        train,
+        12.0,
+        finder=None,
+    )
 
 
 def test_agreement_is_within_the_stated_factor():
@@ -80,7 +90,8 @@ def test_agreement_is_within_the_stated_factor():
     assert "10,240 images from a training split of 50,000, so no image was drawn twice" in text
     assert "3.2 passes over the split" in describe_lr_range_test(fake(0.2, train=3_200), 0.4)
     assert "stopped early, after 18 of 20, when the smoothed loss passed 1.5 times its best" in (
-        describe_lr_range_test(fake(0.2, lrs=18), 0.4))
+        describe_lr_range_test(fake(0.2, lrs=18), 0.4)
+    )
 
 
 def test_the_packages_defaults_keep_their_share_of_a_shorter_sweep():

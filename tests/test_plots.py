@@ -20,8 +20,16 @@ CPU = Runtime.create("cpu", "fp32")
 VAL_HISTORY = [
     {"epoch": 1, "train_loss": 2.0, "train_acc": 0.30, "val_loss": 1.8, "val_acc": 0.35, "lr": 0.05},
     {"epoch": 2, "train_loss": 1.5, "train_acc": 0.45, "val_loss": 1.4, "val_acc": 0.50, "lr": 0.10},
-    {"epoch": 3, "train_loss": 1.1, "train_acc": 0.60, "val_loss": 1.2, "val_acc": 0.58, "lr": 0.01,
-     "test_loss": 1.25, "test_acc": 0.57},
+    {
+        "epoch": 3,
+        "train_loss": 1.1,
+        "train_acc": 0.60,
+        "val_loss": 1.2,
+        "val_acc": 0.58,
+        "lr": 0.01,
+        "test_loss": 1.25,
+        "test_acc": 0.57,
+    },
 ]
 
 
@@ -140,7 +148,13 @@ def test_augmentations_use_the_training_transforms(test_images):
     assert len(fig.axes) == 2 * (1 + 3 + 2)  # original, crop, flip, Cutout, two full draws
     grid = np.array(fig.axes).reshape(2, 6)
     assert [ax.get_title() for ax in grid[0]] == [
-        "original", "random crop (pad 4)", "horizontal flip", "Cutout 16x16", "all, draw 1", "all, draw 2"]
+        "original",
+        "random crop (pad 4)",
+        "horizontal flip",
+        "Cutout 16x16",
+        "all, draw 1",
+        "all, draw 2",
+    ]
     as_hwc = [img.permute(1, 2, 0).numpy() for img in images]
     for row in range(2):
         assert np.array_equal(grid[row, 0].images[0].get_array(), as_hwc[row])

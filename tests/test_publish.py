@@ -52,7 +52,10 @@ def test_summary_holds_the_final_epoch_the_recipe_and_the_environment(published,
     assert summary["recipe"]["optimizer"] == "sgd" and summary["recipe"]["precision"] == "fp32"
     assert summary["recipe"]["cutout_size"] == 0 and summary["seed"] == 0
     assert {key: summary["recipe"][key] for key in ("cutout_fill", "zero_init_residual", "ema_decay")} == {
-        "cutout_fill": "zero", "zero_init_residual": False, "ema_decay": 0.0}  # the levers, at tiny_run's values
+        "cutout_fill": "zero",
+        "zero_init_residual": False,
+        "ema_decay": 0.0,
+    }  # the levers, at tiny_run's values
     assert summary["torch"] == torch.__version__ and summary["hardware"]
     assert summary["data"] == small_splits.source and "/" not in summary["data"]  # no folder of this machine
     assert summary["data_fingerprint"] == small_splits.fingerprints
@@ -102,9 +105,25 @@ def test_publish_cli_reports_the_number_and_every_seed(published, tiny_run, seed
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run.run_dir, run_dir)
-    out = subprocess.run([sys.executable, "-m", "erav1", "publish", str(run_dir), "--out", str(tmp_path),
-                          "--device", "cpu", "--seed-run", str(seed1_run.run_dir)],
-                         capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "erav1",
+            "publish",
+            str(run_dir),
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--seed-run",
+            str(seed1_run.run_dir),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads((tmp_path / SUMMARY).read_text())
     assert f"final test accuracy {100 * summary['test_accuracy']:.2f}%" in out.stdout
@@ -195,9 +214,13 @@ def test_a_seed_that_finishes_later_joins_the_published_summary_without_the_publ
         add_seed_runs(out, (other,))
     changed = small_splits.train.images.clone()
     changed[0] = 255 - changed[0]  # one training image differs: the same count, other pixels
-    zip_path = write_image_zip(tmp_path / "other-pixels.zip", {
-        "train": type(small_splits.train)(changed, small_splits.train.labels, small_splits.train.classes),
-        "test": small_splits.test})
+    zip_path = write_image_zip(
+        tmp_path / "other-pixels.zip",
+        {
+            "train": type(small_splits.train)(changed, small_splits.train.labels, small_splits.train.classes),
+            "test": small_splits.test,
+        },
+    )
     (other / CONFIG).write_text(json.dumps(config | {"seed": 2, "data": str(zip_path)}))
     with pytest.raises(RunDirError, match=r"\(data_fingerprint differ\)"):
         add_seed_runs(out, (other,))
@@ -213,8 +236,14 @@ def test_publish_cli_without_a_run_adds_seeds_to_the_published_summary_and_its_p
     for page in ("README.md", "book/intro.md"):
         (tmp_path / page).write_text("# page\n<!-- results:start -->\n<!-- results:end -->\n")
     command = [sys.executable, "-m", "erav1", "publish"]
-    out = subprocess.run(command + ["--seed-run", str(seed1_run.run_dir)], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, timeout=600)
+    out = subprocess.run(
+        command + ["--seed-run", str(seed1_run.run_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     seed1 = f"{100 * seed1_run.history[-1]['test_acc']:.2f}%"
     assert "added 1 seed(s)" in out.stdout and f"seed 1 {seed1}" in out.stdout
@@ -267,9 +296,25 @@ def test_without_a_study_the_published_run_is_confirmed_with_the_seeds_its_summa
     """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     shutil.copytree(published[1], tmp_path / "out")
-    command = [sys.executable, str(ROOT / "scripts" / "confirm_recipe.py"), "--published", "--data", str(cifar_zip),
-               "--data-dir", str(cache_dir), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
-               "--device", "cpu", "--jobs", "1", "--precision", "fp32"]
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "confirm_recipe.py"),
+        "--published",
+        "--data",
+        str(cifar_zip),
+        "--data-dir",
+        str(cache_dir),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--out",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+        "--jobs",
+        "1",
+        "--precision",
+        "fp32",
+    ]
     (tmp_path / "runs" / "seed2").mkdir(parents=True)
     (tmp_path / "runs" / "seed2" / CONFIG).write_text(json.dumps({"seed": 2, "lr": 9.9}))
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
@@ -287,7 +332,10 @@ def test_without_a_study_the_published_run_is_confirmed_with_the_seeds_its_summa
     assert [len(history) for history in histories] == [published[0]["epochs"]] * 2
     finals = [history[-1]["test_acc"] for history in histories]
     assert [(r["seed"], r["test_accuracy"]) for r in summary["seeds"]] == [
-        (0, published[0]["test_accuracy"]), (1, finals[0]), (2, finals[1])]
+        (0, published[0]["test_accuracy"]),
+        (1, finals[0]),
+        (2, finals[1]),
+    ]
     assert (tmp_path / "out" / PUBLISHED_WEIGHTS).read_bytes() == (published[1] / PUBLISHED_WEIGHTS).read_bytes()
 
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)

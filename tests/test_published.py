@@ -73,8 +73,11 @@ def test_a_dropped_connection_leaves_nothing_behind(served, tmp_path):
     server.drop.add(published.PUBLISHED_WEIGHTS)
     # http.client may see the short body as an error, or torch's reader as the end of the file: either way the
     # download is refused, by the connection error or by the sha256 check, and nothing is kept
-    with pytest.raises(DataError, match="(could not download the published resnet18_cifar10.pt.*nothing was kept)|"
-                                        "(transfer broke off.*nothing was loaded)"):
+    with pytest.raises(
+        DataError,
+        match="(could not download the published resnet18_cifar10.pt.*nothing was kept)|"
+        "(transfer broke off.*nothing was loaded)",
+    ):
         published.choose_model(None, None, tmp_path / "data")
     assert cached_files(tmp_path / "data") == [published.SUMMARY]
     server.drop.clear()  # the next try downloads it whole
@@ -116,7 +119,8 @@ def test_the_download_address_is_the_repository_and_branch_of_config_yml(monkeyp
     assert (repository["url"], repository["branch"]) == (published.REPOSITORY, published.BRANCH)
     owner_repo = repository["url"].removeprefix("https://github.com/")
     assert published.results_url() == (
-        f"https://raw.githubusercontent.com/{owner_repo}/{repository['branch']}/book/results/")
+        f"https://raw.githubusercontent.com/{owner_repo}/{repository['branch']}/book/results/"
+    )
 
 
 def test_the_jpeg_copy_comparison_names_the_gap_only_for_the_same_recipe_on_all_official_images(tiny_run, tmp_path):
@@ -157,8 +161,14 @@ def test_the_recipe_study_is_downloaded_where_there_is_no_clone_and_absent_until
     assert describe_study(data_dir=data_dir) == NO_STUDY  # the server has none: HTTP 404, not an error
     written = tmp_path / "written" / "study.db"
     study = open_study(f"sqlite:///{written}")
-    study.add_trial(optuna.trial.create_trial(params={"lr": 0.4}, distributions={"lr": FloatDistribution(0.1, 0.8)},
-                                              value=0.9123, intermediate_values={20: 0.9123}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"lr": 0.4},
+            distributions={"lr": FloatDistribution(0.1, 0.8)},
+            value=0.9123,
+            intermediate_values={20: 0.9123},
+        )
+    )
     with sqlite3.connect(written) as db:  # the study's log folded into the file, as it is committed
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     (folder / PUBLISHED_STUDY).parent.mkdir(parents=True)

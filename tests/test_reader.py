@@ -41,8 +41,22 @@ def installed(tmp_path_factory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, sources / name)
     site = tmp_path_factory.mktemp("site-packages")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(sources)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(sources),
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert (site / "erav1" / "utils" / "cifar10_digests.npz").is_file(), "the package data travels with it"
     return site
 
@@ -57,7 +71,8 @@ def results_server() -> Server:
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_a_committed_chapter_runs_as_stored_in_an_empty_folder(
-        chapter, installed, results_server, official_subset_zip, tmp_path, monkeypatch):
+    chapter, installed, results_server, official_subset_zip, tmp_path, monkeypatch
+):
     import papermill
 
     from erav1.book.execute import KERNEL, kernel_environment
@@ -70,8 +85,12 @@ def test_a_committed_chapter_runs_as_stored_in_an_empty_folder(
     monkeypatch.setenv(published.URL_VARIABLE, results_server.url)
     with kernel_environment(installed):
         executed = papermill.execute_notebook(
-            str(notebook), str(runtime / "executed.ipynb"), parameters=SIZE_ONLY.get(chapter.stem, {}),
-            kernel_name=KERNEL, cwd=str(runtime), progress_bar=False,
+            str(notebook),
+            str(runtime / "executed.ipynb"),
+            parameters=SIZE_ONLY.get(chapter.stem, {}),
+            kernel_name=KERNEL,
+            cwd=str(runtime),
+            progress_bar=False,
         )
     assert not [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     text = json.dumps([c.get("outputs", []) for c in executed.cells])
@@ -98,8 +117,11 @@ def _strings(node, path=()):
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_no_committed_chapter_holds_a_path_of_a_machine(chapter):
     """Cells, outputs and metadata alike: a reader's machine has none of our folders."""
-    found = [(where, match.group()) for where, text in _strings(json.loads(chapter.read_text()))
-             for match in MACHINE_PATH.finditer(text)]
+    found = [
+        (where, match.group())
+        for where, text in _strings(json.loads(chapter.read_text()))
+        for match in MACHINE_PATH.finditer(text)
+    ]
     assert found == [], f"{chapter.name}: paths of a machine: {found[:5]}"
 
 
@@ -108,6 +130,12 @@ def test_the_path_check_finds_what_it_must():
     nb.cells = [nbformat.v4.new_code_cell('data = "../shared/data/cifar10-jpeg.zip"')]
     found = [m.group() for _, text in _strings(nb) for m in MACHINE_PATH.finditer(text)]
     assert found == ["/work/main/book/01_data.ipynb", "../"]
-    clean = ["https://github.com/erav1-book/erav1", "train/<class>/<image>", "epoch 3/20", "runs/book",
-             "~/.cache/erav1", "1/2 of the batch"]
+    clean = [
+        "https://github.com/erav1-book/erav1",
+        "train/<class>/<image>",
+        "epoch 3/20",
+        "runs/book",
+        "~/.cache/erav1",
+        "1/2 of the batch",
+    ]
     assert [m.group() for text in clean for m in MACHINE_PATH.finditer(text)] == []

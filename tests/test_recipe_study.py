@@ -94,8 +94,9 @@ def test_two_threads_never_take_the_same_queued_trial(tmp_path, monkeypatch):
 
     monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", staticmethod(slow_find))
     taken = []
-    study.optimize(lambda t: taken.append((t.number, t.suggest_categorical("lr", [0.02, 0.05]))) or 0.0,
-                   n_trials=2, n_jobs=2)
+    study.optimize(
+        lambda t: taken.append((t.number, t.suggest_categorical("lr", [0.02, 0.05]))) or 0.0, n_trials=2, n_jobs=2
+    )
     assert sorted(taken) == [(0, 0.02), (1, 0.05)]
 
 
@@ -347,9 +348,15 @@ def test_once_the_one_lever_trials_have_finished_the_winners_are_queued_together
     values = {0: 0.93, 1: 0.915, 2: 0.94}  # the EMA and Cutout p = 0.5 beat the reference; the half batch did not
 
     def add(params, value, state=TrialState.COMPLETE):
-        study.add_trial(optuna.create_trial(params=params, distributions=STUDY_SPACE, state=state,
-                                            value=value if state == TrialState.COMPLETE else None,
-                                            intermediate_values={10: value}))
+        study.add_trial(
+            optuna.create_trial(
+                params=params,
+                distributions=STUDY_SPACE,
+                state=state,
+                value=value if state == TrialState.COMPLETE else None,
+                intermediate_values={10: value},
+            )
+        )
 
     add(reference, 0.92)
     for index, params in enumerate(single[:-1]):

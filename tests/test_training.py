@@ -123,8 +123,9 @@ def test_config_round_trips_through_a_dict():
     assert {f.name for f in fields(Config)} == set(config.to_dict())
 
 
-def test_expected_time_is_measured_before_training_and_says_nothing_for_a_finished_run(cifar_zip, cache_dir,
-                                                                                          tmp_path, tiny_run):
+def test_expected_time_is_measured_before_training_and_says_nothing_for_a_finished_run(
+    cifar_zip, cache_dir, tmp_path, tiny_run
+):
     import re
 
     from erav1.main import describe_expected_time
@@ -204,8 +205,10 @@ def test_the_ema_is_scored_and_saved_and_is_the_average_of_every_step(ema_run, c
     assert len(steps) == 2 * 4
     expected = dict(steps[0])  # AveragedModel starts from the first step's weights, then decays towards each next
     for state in steps[1:]:
-        expected = {k: EMA["ema_decay"] * v + (1 - EMA["ema_decay"]) * state[k] if v.is_floating_point() else v
-                    for k, v in expected.items()}
+        expected = {
+            k: EMA["ema_decay"] * v + (1 - EMA["ema_decay"]) * state[k] if v.is_floating_point() else v
+            for k, v in expected.items()
+        }
     saved = torch.load(result.run_dir / rundir.WEIGHTS, weights_only=True)
     floats = [k for k, v in saved.items() if v.is_floating_point()]  # not num_batches_tracked, unused by training
     assert len(floats) == len(saved) - 20 and any("running_var" in k for k in floats)
@@ -250,8 +253,9 @@ def test_resume_with_ema_matches_an_uninterrupted_run(ema_run, cifar_zip, cache_
     assert [k for k in want if not torch.equal(want[k], got[k])] == []
 
 
-@pytest.mark.parametrize(("option", "value"), [("ema_decay", 0.9), ("zero_init_residual", True),
-                                               ("cutout_fill", "mean")])
+@pytest.mark.parametrize(
+    ("option", "value"), [("ema_decay", 0.9), ("zero_init_residual", True), ("cutout_fill", "mean")]
+)
 def test_resuming_with_another_lever_is_refused(ema_run, cifar_zip, cache_dir, option, value):
     run_dir = ema_run[0].run_dir
     config = tiny_config(cifar_zip, cache_dir, run_dir, resume=True, **(EMA | {option: value}))

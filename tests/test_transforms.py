@@ -40,7 +40,7 @@ def test_random_crop_shifts_at_most_padding_and_pads_with_zeros():
         # Every pixel is either the shifted original or a zero from the padding.
         shifted = torch.zeros_like(orig)
         ys, xs = slice(max(0, -dy), 32 - max(0, dy)), slice(max(0, -dx), 32 - max(0, dx))
-        shifted[:, ys, xs] = orig[:, max(0, dy): 32 + min(0, dy), max(0, dx): 32 + min(0, dx)]
+        shifted[:, ys, xs] = orig[:, max(0, dy) : 32 + min(0, dy), max(0, dx) : 32 + min(0, dx)]
         assert torch.equal(crop, shifted)
     assert len(shifts) > 10  # independent draws per image
 
@@ -101,7 +101,8 @@ def test_augmentation_passes_its_cutout_fill_and_the_book_says_which():
     mean_fill = Augmentation(crop_padding=0, flip=False, cutout_fill="mean")
     out = mean_fill(images, torch.Generator().manual_seed(6))
     assert {tuple(p) for p in out.permute(0, 2, 3, 1).reshape(-1, 3).tolist()} == {
-        (7, 7, 7), tuple(round(255 * m) for m in CIFAR10_MEAN)
+        (7, 7, 7),
+        tuple(round(255 * m) for m in CIFAR10_MEAN),
     }
     assert "set to zero" in describe_augmentation(Augmentation())
     assert "filled with the mean colour" in describe_augmentation(mean_fill)

@@ -37,15 +37,17 @@ def kernel_environment(package_root: Path) -> Iterator[None]:
     with tempfile.TemporaryDirectory(prefix="erav1-kernel-") as jupyter_dir:
         spec = Path(jupyter_dir) / "kernels" / KERNEL / "kernel.json"
         spec.parent.mkdir(parents=True)
-        spec.write_text(json.dumps({
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": f"Python 3 ({sys.executable})",
-            "language": "python",
-        }))
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(package_root)] + [saved["PYTHONPATH"] or ""]).rstrip(
-            os.pathsep)
-        os.environ["JUPYTER_PATH"] = os.pathsep.join([jupyter_dir] + [saved["JUPYTER_PATH"] or ""]).rstrip(
-            os.pathsep)
+        spec.write_text(
+            json.dumps(
+                {
+                    "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    "display_name": f"Python 3 ({sys.executable})",
+                    "language": "python",
+                }
+            )
+        )
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(package_root)] + [saved["PYTHONPATH"] or ""]).rstrip(os.pathsep)
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([jupyter_dir] + [saved["JUPYTER_PATH"] or ""]).rstrip(os.pathsep)
         os.environ.pop("MPLBACKEND", None)
         try:
             yield
@@ -108,8 +110,13 @@ def _execute(
     try:
         with kernel_environment(package_root):
             papermill.execute_notebook(
-                str(source), str(output), parameters=parameters, kernel_name=KERNEL, cwd=str(cwd),
-                progress_bar=False, log_output=log_output,
+                str(source),
+                str(output),
+                parameters=parameters,
+                kernel_name=KERNEL,
+                cwd=str(cwd),
+                progress_bar=False,
+                log_output=log_output,
             )
     except PapermillExecutionError as exc:
         executed = nbformat.read(output, as_version=4)

@@ -76,8 +76,12 @@ def results_markdown(summary: dict[str, Any] | None, jpeg_copy: dict[str, Any] |
         header.append("Every seed (final epoch)")
         row.append(", ".join(f"{100 * r['test_accuracy']:.2f}% (seed {r['seed']})" for r in seeds))
     header += ["Epochs", "Wall time", "Hardware", "Data"]
-    row += [str(summary["epochs"]), format_duration(summary["wall_time_s"]), str(summary["hardware"]),
-            str(summary.get("data", ""))]
+    row += [
+        str(summary["epochs"]),
+        format_duration(summary["wall_time_s"]),
+        str(summary["hardware"]),
+        str(summary.get("data", "")),
+    ]
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), "| " + " | ".join(row) + " |"])
 
 

@@ -102,9 +102,14 @@ def run_book(
     name = Path(profile).stem
     publishes = name == PUBLISHING_PROFILE and stage is None
     if publishes:
-        changed = sorted({o.partition("=")[0].strip() for o in overrides}
-                         | {k for k, v in load_profile(book.profile_path(profile)).items()
-                            if any(k in d and d[k] != v for d in declared.values())})
+        changed = sorted(
+            {o.partition("=")[0].strip() for o in overrides}
+            | {
+                k
+                for k, v in load_profile(book.profile_path(profile)).items()
+                if any(k in d and d[k] != v for d in declared.values())
+            }
+        )
         if changed:
             raise BookError(
                 f"the {name} profile publishes into book/ the chapters exactly as a reader runs them, with their own "
@@ -132,8 +137,10 @@ def run_book(
         run_dir = trained_run_dir(declared)
         if run_dir is not None:  # the run the chapters trained: publish its results
             summary = publish_run(book.root / run_dir, book.root / RESULTS_DIR, values.get("device", "auto"))
-            echo(f"published the run: final test accuracy {100 * summary['test_accuracy']:.2f}% "
-                 f"-> {RESULTS_DIR}/{SUMMARY_FILE}")
+            echo(
+                f"published the run: final test accuracy {100 * summary['test_accuracy']:.2f}% "
+                f"-> {RESULTS_DIR}/{SUMMARY_FILE}"
+            )
             refresh_results(book.root / "README.md", book.root / RESULTS_DIR / SUMMARY_FILE)
     refresh_results(target.root / INTRO, book.root / RESULTS_DIR / SUMMARY_FILE)
     if not build:
@@ -164,26 +171,45 @@ def run_book_command(args: argparse.Namespace) -> int:
         return 0
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill logs cell outputs at INFO
-    run_book(book, args.profile, args.params, Path(args.stage) if args.stage else None, build=not args.no_build,
-             log_output=args.verbose)
+    run_book(
+        book,
+        args.profile,
+        args.params,
+        Path(args.stage) if args.stage else None,
+        build=not args.no_build,
+        log_output=args.verbose,
+    )
     return 0
 
 
 def add_book_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``erav1 book`` (also ``scripts/run_book.py``)."""
     parser = commands.add_parser(
-        "book", help="execute the chapters with papermill and build the Jupyter Book",
+        "book",
+        help="execute the chapters with papermill and build the Jupyter Book",
         description="Execute every chapter with a profile (book/profiles/NAME.yml), then build the book with "
-                    "jupyter-book. The full profile writes the executed chapters into book/; any other profile "
-                    "writes them into a staging folder and builds the book there.",
+        "jupyter-book. The full profile writes the executed chapters into book/; any other profile "
+        "writes them into a staging folder and builds the book there.",
     )
-    parser.add_argument("--profile", default=PUBLISHING_PROFILE,
-                        help="profile name in book/profiles/ or a .yml path (default: %(default)s)")
-    parser.add_argument("-p", dest="params", action="append", default=[], metavar="NAME=VALUE",
-                        help="override one chapter parameter (repeatable); the value is read as YAML")
-    parser.add_argument("--stage", metavar="DIR",
-                        help="execute and build into DIR (default: build/book-PROFILE; the full profile publishes "
-                             "into book/ unless --stage is given)")
+    parser.add_argument(
+        "--profile",
+        default=PUBLISHING_PROFILE,
+        help="profile name in book/profiles/ or a .yml path (default: %(default)s)",
+    )
+    parser.add_argument(
+        "-p",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one chapter parameter (repeatable); the value is read as YAML",
+    )
+    parser.add_argument(
+        "--stage",
+        metavar="DIR",
+        help="execute and build into DIR (default: build/book-PROFILE; the full profile publishes "
+        "into book/ unless --stage is given)",
+    )
     parser.add_argument("--no-build", action="store_true", help="execute the chapters, do not build the book")
     parser.add_argument("--build-only", action="store_true", help="build the committed chapters, execute nothing")
     parser.add_argument("--root", default=".", help="the repository root holding _config.yml (default: .)")

@@ -25,6 +25,15 @@ def get_model(name: str, num_classes: int = 10, *, zero_init_residual: bool = Fa
 
 
 __all__ = [
-    "MODELS", "BasicBlock", "ResNet", "ResNet18", "ResNet34", "compare_stems", "count_parameters",
-    "describe_parameters", "get_model", "model_summary", "stage_sizes",
+    "MODELS",
+    "BasicBlock",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "compare_stems",
+    "count_parameters",
+    "describe_parameters",
+    "get_model",
+    "model_summary",
+    "stage_sizes",
 ]

@@ -22,8 +22,15 @@ def model_summary(model: nn.Module, image_size: int = 32, depth: int = 2):
     """torchinfo's layer table for one ``image_size`` RGB image (a ``ModelStatistics`` that prints as a table)."""
     from torchinfo import summary
 
-    return summary(model, input_size=(1, 3, image_size, image_size), depth=depth, device="cpu", verbose=0,
-                   col_names=("output_size", "num_params"), row_settings=("var_names",))
+    return summary(
+        model,
+        input_size=(1, 3, image_size, image_size),
+        depth=depth,
+        device="cpu",
+        verbose=0,
+        col_names=("output_size", "num_params"),
+        row_settings=("var_names",),
+    )
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -132,8 +139,11 @@ def compare_stems(image_size: int = 32, num_classes: int = 10) -> Markdown:
 def describe_parameters(model: nn.Module) -> Markdown:
     """How many weights the model has, and where they sit: the deep stages hold almost all of them."""
     total = count_parameters(model)
-    rows = [[name, f"{count_parameters(child):,}", f"{count_parameters(child) / total:.1%}"]
-            for name, child in model.named_children() if count_parameters(child)]
+    rows = [
+        [name, f"{count_parameters(child):,}", f"{count_parameters(child) / total:.1%}"]
+        for name, child in model.named_children()
+        if count_parameters(child)
+    ]
     return Markdown(
         f"{total:,} parameters in all, {4 * total / 1e6:.1f} MB as fp32.\n\n"
         + markdown_table(["module", "parameters", "share"], rows)

@@ -75,8 +75,9 @@ class Sample:
     @classmethod
     def from_misclassified(cls, items: Sequence[Misclassified], classes: Sequence[str]) -> Sample:
         images = torch.stack([item.image for item in items]) if items else torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
-        return cls([i.index for i in items], images.cpu(), [i.true for i in items], [i.pred for i in items],
-                   list(classes))
+        return cls(
+            [i.index for i in items], images.cpu(), [i.true for i in items], [i.pred for i in items], list(classes)
+        )
 
     @classmethod
     def stratified(cls, predictions: Predictions, dataset: ImageSet, n: int = SAMPLE_SIZE, seed: int = SEED) -> Sample:
@@ -95,8 +96,13 @@ class Sample:
         n = min(n, len(preds))
         n_wrong = min(len(wrong), max(n // 2, n - len(right)))
         chosen = torch.cat([wrong[:n_wrong], right[: n - n_wrong]]).sort().values
-        return cls(chosen.tolist(), dataset.images[chosen].cpu(), predictions.targets[chosen].tolist(),
-                   preds[chosen].tolist(), list(dataset.classes))
+        return cls(
+            chosen.tolist(),
+            dataset.images[chosen].cpu(),
+            predictions.targets[chosen].tolist(),
+            preds[chosen].tolist(),
+            list(dataset.classes),
+        )
 
     @property
     def correct(self) -> np.ndarray:
@@ -104,8 +110,10 @@ class Sample:
 
     def labels(self) -> list[str]:
         """'#12: cat' for a correct prediction, '#12: cat → dog' (true → predicted) for a mistake."""
-        return [f"#{i}: {self.classes[t]}" + ("" if t == p else f" → {self.classes[p]}")
-                for i, t, p in zip(self.indices, self.true, self.pred, strict=True)]
+        return [
+            f"#{i}: {self.classes[t]}" + ("" if t == p else f" → {self.classes[p]}")
+            for i, t, p in zip(self.indices, self.true, self.pred, strict=True)
+        ]
 
     def images01(self) -> np.ndarray:
         """``(N, H, W, 3)`` RGB floats in [0, 1], for overlays."""
@@ -144,33 +152,64 @@ class CamComparison:
 
 
 def _column(
-    model: nn.Module, sample: Sample, runtime: Runtime, layer: str, method: str, name: str,
-    title: Callable[[CamColumn], str] = lambda column: column.name, allow_coarse: bool = False,
+    model: nn.Module,
+    sample: Sample,
+    runtime: Runtime,
+    layer: str,
+    method: str,
+    name: str,
+    title: Callable[[CamColumn], str] = lambda column: column.name,
+    allow_coarse: bool = False,
 ) -> CamColumn:
     """One column, timed; ``title`` words it from what was measured."""
     target = resolve_target_layer(model, layer, sample.images.shape[-1], allow_coarse)
     shape = output_shapes(model, [target.name], sample.images.shape[-1])[target.name]
     started = time.perf_counter()
-    cams = compute_cams(model, sample.images, sample.pred, runtime, target.name, allow_coarse=allow_coarse,
-                        method=method)
+    cams = compute_cams(
+        model, sample.images, sample.pred, runtime, target.name, allow_coarse=allow_coarse, method=method
+    )
     column = CamColumn(name, name, target.name, shape, cams, time.perf_counter() - started)
     return dataclasses.replace(column, title=title(column))
 
 
 def cams_by_layer(model: nn.Module, sample: Sample, runtime: Runtime, layers: Sequence[str] = STAGES) -> CamComparison:
     """Grad-CAM for the predicted class at the end of each layer, coarse ones included on purpose."""
-    columns = [_column(model, sample, runtime, layer, "gradcam", layer, allow_coarse=True,
-                       title=lambda c: f"{c.name}: {c.map_shape[1]}x{c.map_shape[2]} map") for layer in layers]
+    columns = [
+        _column(
+            model,
+            sample,
+            runtime,
+            layer,
+            "gradcam",
+            layer,
+            allow_coarse=True,
+            title=lambda c: f"{c.name}: {c.map_shape[1]}x{c.map_shape[2]} map",
+        )
+        for layer in layers
+    ]
     return CamComparison("Grad-CAM of the predicted class at the end of each stage", sample, columns)
 
 
 def cams_by_method(
-    model: nn.Module, sample: Sample, runtime: Runtime, methods: Sequence[str] = METHODS, layer: str = "auto",
+    model: nn.Module,
+    sample: Sample,
+    runtime: Runtime,
+    methods: Sequence[str] = METHODS,
+    layer: str = "auto",
 ) -> CamComparison:
     """Every method's CAM for the predicted class at one layer, each timed."""
-    columns = [_column(model, sample, runtime, layer, method, method,
-                       title=lambda c: f"{CAM_METHODS[c.name].label}\n{c.seconds_per_image:.2f} s per image")
-               for method in check_methods(methods)]
+    columns = [
+        _column(
+            model,
+            sample,
+            runtime,
+            layer,
+            method,
+            method,
+            title=lambda c: f"{CAM_METHODS[c.name].label}\n{c.seconds_per_image:.2f} s per image",
+        )
+        for method in check_methods(methods)
+    ]
     return CamComparison(f"CAM methods of the grad-cam package at {columns[0].layer}", sample, columns)
 
 
@@ -182,9 +221,15 @@ def _cell(image_size: int, map_shape: tuple[int, int, int]) -> str:
 def describe_layers(comparison: CamComparison) -> Markdown:
     """Map size and cell size of every layer, measured; which ones fall under chapter 6's minimum."""
     size = comparison.sample.images.shape[-1]
-    rows = [[c.layer, f"{c.map_shape[1]}x{c.map_shape[2]}", _cell(size, c.map_shape),
-             "yes" if min(c.map_shape[1:]) >= MIN_MAP_SIZE else f"no (under {MIN_MAP_SIZE}x{MIN_MAP_SIZE})"]
-            for c in comparison.columns]
+    rows = [
+        [
+            c.layer,
+            f"{c.map_shape[1]}x{c.map_shape[2]}",
+            _cell(size, c.map_shape),
+            "yes" if min(c.map_shape[1:]) >= MIN_MAP_SIZE else f"no (under {MIN_MAP_SIZE}x{MIN_MAP_SIZE})",
+        ]
+        for c in comparison.columns
+    ]
     coarsest = min(comparison.columns, key=lambda c: c.map_shape[1])
     _, h, w = coarsest.map_shape
     return Markdown(
@@ -201,8 +246,10 @@ def describe_methods(comparison: CamComparison) -> Markdown:
     text = markdown_table(["method", "seconds per image (this machine)"], rows)
     if "scorecam" in [c.name for c in comparison.columns]:
         channels = comparison.column("scorecam").map_shape[0]
-        text += (f"\n\nScore-CAM needs no gradient but one forward pass per channel of "
-                 f"{comparison.column('scorecam').layer}: {channels} passes for every image.")
+        text += (
+            f"\n\nScore-CAM needs no gradient but one forward pass per channel of "
+            f"{comparison.column('scorecam').layer}: {channels} passes for every image."
+        )
     return Markdown(text)
 
 
@@ -279,15 +326,17 @@ class Faithfulness:
         rows = []
         for m in self.ranking():
             combined = self.combined(m)
-            rows.append({
-                "method": m,
-                "label": _label(m),
-                "morf_drop": float(self.morf_drop(m).mean()),
-                "lerf_drop": float(self.lerf_drop(m).mean()),
-                "combined": float(combined.mean()),
-                "combined_correct": float(combined[correct].mean()) if correct.any() else None,
-                "combined_wrong": float(combined[~correct].mean()) if (~correct).any() else None,
-            })
+            rows.append(
+                {
+                    "method": m,
+                    "label": _label(m),
+                    "morf_drop": float(self.morf_drop(m).mean()),
+                    "lerf_drop": float(self.lerf_drop(m).mean()),
+                    "combined": float(combined.mean()),
+                    "combined_correct": float(combined[correct].mean()) if correct.any() else None,
+                    "combined_wrong": float(combined[~correct].mean()) if (~correct).any() else None,
+                }
+            )
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -321,7 +370,12 @@ class _FloatOutput(nn.Module):
 
 
 def _road(
-    model: nn.Module, x: torch.Tensor, cams: np.ndarray, targets: list, percentiles: Sequence[int], seed: int,
+    model: nn.Module,
+    x: torch.Tensor,
+    cams: np.ndarray,
+    targets: list,
+    percentiles: Sequence[int],
+    seed: int,
     step: Callable[[], Any],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Confidence after each MoRF and LeRF step, ``(P, N)`` each, through the package's ROAD classes.
@@ -335,8 +389,10 @@ def _road(
             per_step = []
             for percentile in percentiles:
                 road = metric(percentile)
-                scores = [road(x[idx], cams[idx], targets[idx], model, return_diff=False)
-                          for idx in iter_batches(len(x), ROAD_BATCH)]
+                scores = [
+                    road(x[idx], cams[idx], targets[idx], model, return_diff=False)
+                    for idx in iter_batches(len(x), ROAD_BATCH)
+                ]
                 per_step.append(np.concatenate(scores))
                 step()
             results[kind] = np.stack(per_step)
@@ -373,8 +429,16 @@ def measure_faithfulness(
     targets = [ClassifierOutputSoftmaxTarget(c) for c in sample.pred]
     names = [*methods, RANDOM]
     morf, lerf = {}, {}
-    bar = tqdm(total=len(names) * (1 + 2 * len(percentiles)), desc="ROAD", unit="step", file=sys.stdout,
-               ascii=True, leave=False, disable=not progress, mininterval=1.0)
+    bar = tqdm(
+        total=len(names) * (1 + 2 * len(percentiles)),
+        desc="ROAD",
+        unit="step",
+        file=sys.stdout,
+        ascii=True,
+        leave=False,
+        disable=not progress,
+        mininterval=1.0,
+    )
     scored = _FloatOutput(model, runtime)
     with restored_modes(model), torch.no_grad():
         model.eval()
@@ -385,22 +449,38 @@ def measure_faithfulness(
             if name == RANDOM:
                 cams = random_maps(len(sample), target.map_size, tuple(sample.images.shape[-2:]), seed)
             else:
-                cams = compute_cams(model, sample.images, sample.pred, runtime, target.name,
-                                    allow_coarse=allow_coarse, method=name)
+                cams = compute_cams(
+                    model, sample.images, sample.pred, runtime, target.name, allow_coarse=allow_coarse, method=name
+                )
             bar.update()
             morf[name], lerf[name] = _road(scored, x, untie(cams, seed), targets, percentiles, seed, bar.update)
     bar.close()
-    return Faithfulness(names, target.name, [100 - p for p in percentiles], base, morf, lerf, sample, seed,
-                        time.perf_counter() - started)
+    return Faithfulness(
+        names,
+        target.name,
+        [100 - p for p in percentiles],
+        base,
+        morf,
+        lerf,
+        sample,
+        seed,
+        time.perf_counter() - started,
+    )
 
 
 def describe_faithfulness(result: Faithfulness) -> Markdown:
     """The table, and which method ranks first, how far ahead, and what the random map scores."""
-    rows = [[row["label"] if row["method"] != RANDOM else f"*{row['label']}*", f"{row['morf_drop']:.3f}",
-             f"{row['lerf_drop']:.3f}", f"**{row['combined']:.3f}**",
-             "–" if row["combined_correct"] is None else f"{row['combined_correct']:.3f}",
-             "–" if row["combined_wrong"] is None else f"{row['combined_wrong']:.3f}"]
-            for row in result.table()]
+    rows = [
+        [
+            row["label"] if row["method"] != RANDOM else f"*{row['label']}*",
+            f"{row['morf_drop']:.3f}",
+            f"{row['lerf_drop']:.3f}",
+            f"**{row['combined']:.3f}**",
+            "–" if row["combined_correct"] is None else f"{row['combined_correct']:.3f}",
+            "–" if row["combined_wrong"] is None else f"{row['combined_wrong']:.3f}",
+        ]
+        for row in result.table()
+    ]
     n, n_correct = len(result.sample), int(result.sample.correct.sum())
     ranking = [m for m in result.ranking() if m != RANDOM]
     scores = {m: float(result.combined(m).mean()) for m in result.methods}
@@ -411,12 +491,15 @@ def describe_faithfulness(result: Faithfulness) -> Markdown:
         f"ROAD on {n} test images ({n_correct} classified correctly, {n - n_correct} wrongly), CAMs at "
         f"{result.layer} for the predicted class, {min(result.removed)}% to {max(result.removed)}% of the pixels "
         f"removed in {len(result.removed)} steps (seed {result.seed}, {result.seconds:.0f} s):\n\n"
-        + markdown_table(["method", "MoRF drop (↑)", "LeRF drop (↓)", "combined (↑)", "combined, correct",
-                          "combined, wrong"], rows)
+        + markdown_table(
+            ["method", "MoRF drop (↑)", "LeRF drop (↓)", "combined (↑)", "combined, correct", "combined, wrong"], rows
+        )
     )
     if len(tied) > 1:
-        text += (f"\n\nOn this model no method ranks first: {len(tied)} of them tie at a combined score of "
-                 f"{scores[best]:.3f}")
+        text += (
+            f"\n\nOn this model no method ranks first: {len(tied)} of them tie at a combined score of "
+            f"{scores[best]:.3f}"
+        )
     else:
         text += f"\n\nOn this model **{_label(best)} ranks first**, with a combined score of {scores[best]:.3f}"
         if len(ranking) > 1:
@@ -424,10 +507,14 @@ def describe_faithfulness(result: Faithfulness) -> Markdown:
             diff = result.combined(best) - result.combined(second)
             text += f", {float(diff.mean()):.3f} ahead of {_label(second)}"
             if n > 1:
-                text += (f" (paired standard error over the images {float(diff.std(ddof=1) / np.sqrt(n)):.3f}; "
-                         "a lead under about two standard errors could be the sample's luck)")
-    text += (f". The random map scores {scores[RANDOM]:.3f}: that is what no information looks like here, and "
-             f"{beaten} of the {len(ranking)} methods score above it by more than two paired standard errors.")
+                text += (
+                    f" (paired standard error over the images {float(diff.std(ddof=1) / np.sqrt(n)):.3f}; "
+                    "a lead under about two standard errors could be the sample's luck)"
+                )
+    text += (
+        f". The random map scores {scores[RANDOM]:.3f}: that is what no information looks like here, and "
+        f"{beaten} of the {len(ranking)} methods score above it by more than two paired standard errors."
+    )
     return Markdown(text)
 
 
@@ -460,7 +547,7 @@ def randomisation_stages(model: nn.Module) -> list[tuple[str, list[str]]]:
     if not stages:
         raise UsageError(f"the model has none of the stages {', '.join(STAGES)} to re-initialise")
     first, last = names.index(stages[0]), names.index(stages[-1])
-    head = [(n, [n]) for n in reversed(names[last + 1:])]
+    head = [(n, [n]) for n in reversed(names[last + 1 :])]
     return head + [(s, [s]) for s in reversed(stages)] + [("stem", names[:first])] * bool(names[:first])
 
 
@@ -470,7 +557,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     rb = rankdata(b.reshape(len(b), -1), axis=1)
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
-    denominator = np.sqrt((ra ** 2).sum(axis=1) * (rb ** 2).sum(axis=1))
+    denominator = np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = (ra * rb).sum(axis=1) / denominator
     return np.where(denominator > 0, rho, 0.0)
@@ -495,31 +582,46 @@ def _reinitialise(modules: Sequence[nn.Module]) -> None:
 
 
 def randomisation_check(
-    model: nn.Module, sample: Sample, runtime: Runtime, layer: str = "auto", seed: int = SEED, progress: bool = True,
+    model: nn.Module,
+    sample: Sample,
+    runtime: Runtime,
+    layer: str = "auto",
+    seed: int = SEED,
+    progress: bool = True,
 ) -> RandomisationCheck:
     """Cascading randomisation on a copy of ``model``; ``model`` itself is never changed."""
     copy_ = copy.deepcopy(model)
     stages = randomisation_stages(copy_)
     trained = _column(copy_, sample, runtime, layer, "gradcam", TRAINED)
     columns = [trained]
-    for step, (name, modules) in enumerate(tqdm(stages, desc="re-initialising", unit="stage", file=sys.stdout,
-                                                ascii=True, leave=False, disable=not progress)):
+    for step, (name, modules) in enumerate(
+        tqdm(
+            stages, desc="re-initialising", unit="stage", file=sys.stdout, ascii=True, leave=False, disable=not progress
+        )
+    ):
         with _seeded_torch(seed + step):
             _reinitialise([copy_.get_submodule(m) for m in modules])
         columns.append(_column(copy_, sample, runtime, trained.layer, "gradcam", name, title=lambda c: f"+ {c.name}"))
     correlation = {c.name: rank_correlation(trained.cams, c.cams) for c in columns}
     constant = {c.name: int((np.ptp(c.cams.reshape(len(sample), -1), axis=1) == 0).sum()) for c in columns}
-    comparison = CamComparison(f"Grad-CAM at {trained.layer} as the model is re-initialised from the top down",
-                               sample, columns)
+    comparison = CamComparison(
+        f"Grad-CAM at {trained.layer} as the model is re-initialised from the top down", sample, columns
+    )
     return RandomisationCheck(comparison, correlation, constant, seed)
 
 
 def describe_randomisation(check: RandomisationCheck) -> Markdown:
     """The mean rank correlation with the trained model's CAM after each cumulative re-initialisation."""
     n = len(check.maps.sample)
-    rows = [[c.name if c.name == TRAINED else f"+ {c.name}", f"{float(check.correlation[c.name].mean()):.2f}",
-             f"{float(np.median(check.correlation[c.name])):.2f}", check.constant[c.name]]
-            for c in check.maps.columns]
+    rows = [
+        [
+            c.name if c.name == TRAINED else f"+ {c.name}",
+            f"{float(check.correlation[c.name].mean()):.2f}",
+            f"{float(np.median(check.correlation[c.name])):.2f}",
+            check.constant[c.name],
+        ]
+        for c in check.maps.columns
+    ]
     stages = [c.name for c in check.maps.columns[1:]]
     after_top = check.correlation[stages[min(1, len(stages) - 1)]].mean()
     text = (

@@ -100,8 +100,10 @@ def _problems(split: str, digests: list[bytes]) -> list[str]:
     problems = []
     foreign = int((~np.isin(digest_prefixes(digests), _official_prefixes(split))).sum())
     if foreign:
-        problems.append(f"{foreign:,} of its {len(digests):,} {split} images are not official {split} images "
-                        "with their official label")
+        problems.append(
+            f"{foreign:,} of its {len(digests):,} {split} images are not official {split} images "
+            "with their official label"
+        )
     repeated = len(digests) - len(set(digests))
     if repeated:
         problems.append(f"{repeated:,} {split} images appear more than once")

@@ -124,8 +124,10 @@ def load_data(
     else:
         train, test, contents = _read_image_folder(data, data_dir, resize, verbose=verbose)
         source = f"{Path(data).expanduser().name} ({contents})"
-    fingerprints = {split: cifar10.fingerprint(cifar10.nhwc(part.images), part.labels.numpy())
-                    for split, part in zip(SPLITS, (train, test), strict=True)}
+    fingerprints = {
+        split: cifar10.fingerprint(cifar10.nhwc(part.images), part.labels.numpy())
+        for split, part in zip(SPLITS, (train, test), strict=True)
+    }
     if subset is not None:
         train, test = stratified_subset(train, subset), stratified_subset(test, subset)
     val = None
@@ -185,8 +187,10 @@ def _load_official(data_dir: Path, verbose: bool) -> tuple[ImageSet, ImageSet, s
             )
         train, test, contents = _read_image_folder(copy, data_dir, verbose=verbose)
         if train.classes != list(CIFAR10_CLASSES):
-            raise DataError(f"{copy} (named by {cifar10.ENV_VAR}) has the classes {', '.join(train.classes)}, "
-                            f"not CIFAR-10's {', '.join(CIFAR10_CLASSES)}")
+            raise DataError(
+                f"{copy} (named by {cifar10.ENV_VAR}) has the classes {', '.join(train.classes)}, "
+                f"not CIFAR-10's {', '.join(CIFAR10_CLASSES)}"
+            )
         origin, where = f"read from {copy.name} ({contents})", f"{copy} (named by {cifar10.ENV_VAR})"
     else:
         train, test = _load_torchvision_cifar10(data_dir)
@@ -260,11 +264,11 @@ class _Tree:
                     classes[d.name] = []
         else:
             for name in self.zip.namelist():
-                parts = name[len(start):].split("/")
+                parts = name[len(start) :].split("/")
                 if name.startswith(start) and len(parts) == 2 and parts[1] == "" and not _hidden(parts[0]):
                     classes[parts[0]] = []
         for f in self.files:
-            parts = f[len(start):].split("/")
+            parts = f[len(start) :].split("/")
             if f.startswith(start) and len(parts) == 2:
                 classes.setdefault(parts[0], []).append(f)
         return {c: sorted(files) for c, files in sorted(classes.items())}
@@ -303,8 +307,12 @@ def load_image_folder(
 
 def _file_kinds(layout: dict[str, dict[str, list[str]]]) -> str:
     """'60,000 .jpg files': what the decoded images were stored as, so a report can say they were JPEGs."""
-    kinds = Counter(PurePosixPath(f).suffix.lower() or "(no suffix)"
-                    for classes in layout.values() for files in classes.values() for f in files)
+    kinds = Counter(
+        PurePosixPath(f).suffix.lower() or "(no suffix)"
+        for classes in layout.values()
+        for files in classes.values()
+        for f in files
+    )
     return ", ".join(f"{n:,} {suffix}" for suffix, n in kinds.most_common()) + " files"
 
 
@@ -350,8 +358,11 @@ def _read_image_folder(
     if cache_file is not None:
         try:
             atomic_save(
-                {"classes": classes, "files": contents,
-                 **{s: (d.images, d.labels) for s, d in zip(SPLITS, sets, strict=True)}},
+                {
+                    "classes": classes,
+                    "files": contents,
+                    **{s: (d.images, d.labels) for s, d in zip(SPLITS, sets, strict=True)},
+                },
                 cache_file,
             )
         except OSError:
@@ -368,8 +379,10 @@ def _check_classes(path: Path, layout: dict[str, dict[str, list[str]]]) -> None:
             raise DataError(f"{path}: class folder(s) {', '.join(f'{split}/{c}' for c in empty)} hold no images")
     train, test = set(layout["train"]), set(layout["test"])
     if train != test:
-        only = [f"only in train/: {sorted(train - test)}" if train - test else "",
-                f"only in test/: {sorted(test - train)}" if test - train else ""]
+        only = [
+            f"only in train/: {sorted(train - test)}" if train - test else "",
+            f"only in test/: {sorted(test - train)}" if test - train else "",
+        ]
         raise DataError(f"{path}: train/ and test/ have different class folders ({'; '.join(o for o in only if o)})")
 
 
@@ -400,7 +413,7 @@ def _decode(
 def iter_batches(n: int, batch_size: int, order: torch.Tensor | None = None) -> Iterator[torch.Tensor | slice]:
     """Index batches over ``n`` items: a permutation's chunks, or plain slices."""
     for start in range(0, n, batch_size):
-        yield order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        yield order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
 
 
 def describe_splits(splits: DataSplits) -> Markdown:
@@ -412,12 +425,17 @@ def describe_splits(splits: DataSplits) -> Markdown:
     channels, height, width = splits.train.images.shape[1:]
     official = ""
     if splits.fingerprints == cifar10.FINGERPRINTS:
-        official = (" Both splits match the fingerprints of the official release (train `"
-                    f"{splits.fingerprints['train'][:12]}…`, test `{splits.fingerprints['test'][:12]}…`), "
-                    "whichever copy they were read from: these are the official pixels.")
+        official = (
+            " Both splits match the fingerprints of the official release (train `"
+            f"{splits.fingerprints['train'][:12]}…`, test `{splits.fingerprints['test'][:12]}…`), "
+            "whichever copy they were read from: these are the official pixels."
+        )
     return Markdown(
         f"Source: {splits.source}. {len(splits.classes)} classes; every image is {height}x{width} pixels with "
         f"{channels} colour channels, stored as `uint8`. "
-        + ", ".join(f"{len(part):,} {name}" for name, part in sets.items()) + " images." + official + "\n\n"
+        + ", ".join(f"{len(part):,} {name}" for name, part in sets.items())
+        + " images."
+        + official
+        + "\n\n"
         + markdown_table(["class", *sets], rows)
     )

@@ -198,8 +198,7 @@ def _read_state_dict(path: Path) -> tuple[Any, list[str] | None]:
     if isinstance(saved, dict) and isinstance(saved.get("model"), dict):  # a last.pt checkpoint
         saved, classes = saved["model"], saved.get("classes")
     if isinstance(saved, dict):  # fp16/bf16 copies halve a file; the model computes in fp32
-        saved = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-                 for k, v in saved.items()}
+        saved = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in saved.items()}
     return saved, classes
 
 

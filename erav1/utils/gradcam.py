@@ -186,8 +186,13 @@ def compute_cams(
 
 
 def _cams(
-    model: nn.Module, images_uint8: torch.Tensor, targets: list[int], runtime: Runtime, target_layer: TargetLayer,
-    batch_size: int = 64, method: str = "gradcam",
+    model: nn.Module,
+    images_uint8: torch.Tensor,
+    targets: list[int],
+    runtime: Runtime,
+    target_layer: TargetLayer,
+    batch_size: int = 64,
+    method: str = "gradcam",
 ) -> np.ndarray:
     if len(targets) != len(images_uint8):
         raise ValueError(f"{len(targets)} target classes for {len(images_uint8)} images")
@@ -251,7 +256,7 @@ def gradcam_misclassified(
     target = resolve_target_layer(model, layer, images.shape[-1], allow_coarse)
     classes = [item.pred for item in items] + [item.true for item in items]
     cams = _cams(model, torch.cat([images, images]), classes, runtime, target)
-    cams_pred, cams_true = cams[: len(items)], cams[len(items):]
+    cams_pred, cams_true = cams[: len(items)], cams[len(items) :]
     images01 = images.permute(0, 2, 3, 1).float().numpy() / 255.0
     return GradCamResult(
         layer=target.name,
@@ -276,8 +281,10 @@ def describe_target_layer(model: nn.Module, image_size: int = 32, min_size: int 
 
     text = f"Grad-CAM uses **{chosen}**: {cell(chosen)} of the {image_size}x{image_size} image."
     if last != chosen:
-        text += (f" For the last block, {last}, {cell(last)}: below the {min_size}x{min_size} minimum, too coarse "
-                 "to point at a part of an object.")
+        text += (
+            f" For the last block, {last}, {cell(last)}: below the {min_size}x{min_size} minimum, too coarse "
+            "to point at a part of an object."
+        )
     return Markdown(text)
 
 
@@ -287,8 +294,10 @@ def describe_gradcam(result: GradCamResult) -> Markdown:
     size = result.images.shape[1]
     peaks = [np.unravel_index(cam.argmax(), cam.shape) for cam in (*result.cams_pred, *result.cams_true)]
     n = len(result.cams_pred)
-    same = sum(abs(a[0] - b[0]) <= size // h and abs(a[1] - b[1]) <= size // w
-               for a, b in zip(peaks[:n], peaks[n:], strict=True))
+    same = sum(
+        abs(a[0] - b[0]) <= size // h and abs(a[1] - b[1]) <= size // w
+        for a, b in zip(peaks[:n], peaks[n:], strict=True)
+    )
     return Markdown(
         f"CAMs from layer **{result.layer}**, whose {h}x{w} map is upsampled to {size}x{size} px "
         f"(each cell covers {size // h}x{size // w} px). For {same} of {n} images the predicted-class and the "

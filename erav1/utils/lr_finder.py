@@ -74,8 +74,9 @@ class _Epochs:
         self.generator = torch.Generator(device=runtime.device).manual_seed(config.seed)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return training_batches(self.dataset, self.config.batch_size, self.config.augmentation, self.generator,
-                                self.runtime)
+        return training_batches(
+            self.dataset, self.config.batch_size, self.config.augmentation, self.generator, self.runtime
+        )
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.config.batch_size)
@@ -141,12 +142,24 @@ def run_lr_range_test(
     with torch.random.fork_rng(devices=[]):  # the weights are drawn on the CPU, then moved
         torch.manual_seed(config.seed)
         model = runtime.prepare(config.new_model(len(train.classes)))
-    optimizer = build_optimizer(config.optimizer, model, start_lr, config.weight_decay, config.momentum,
-                                config.nesterov, config.decay_norm_and_bias)
+    optimizer = build_optimizer(
+        config.optimizer,
+        model,
+        start_lr,
+        config.weight_decay,
+        config.momentum,
+        config.nesterov,
+        config.decay_norm_and_bias,
+    )
     amp = runtime.autocast_config()
     finder = package.LRFinder(
-        model, optimizer, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), device=runtime.device,
-        amp_backend="torch" if amp else None, amp_config=amp, grad_scaler=runtime.grad_scaler() if amp else None,
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        device=runtime.device,
+        amp_backend="torch" if amp else None,
+        amp_config=amp,
+        grad_scaler=runtime.grad_scaler() if amp else None,
     )
 
     class Batches(package.TrainDataLoaderIter):
@@ -155,13 +168,26 @@ def run_lr_range_test(
         def inputs_labels_from_batch(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple:
             return batch
 
-    bar = functools.partial(tqdm, desc="LR range test", unit="batch", file=sys.stdout, ascii=True, leave=False,
-                            disable=not progress, mininterval=1.0)
+    bar = functools.partial(
+        tqdm,
+        desc="LR range test",
+        unit="batch",
+        file=sys.stdout,
+        ascii=True,
+        leave=False,
+        disable=not progress,
+        mininterval=1.0,
+    )
     started = time.perf_counter()
     # The package prints "Learning rate search finished..." (and a divergence, which the history shows too).
     with _patched(package, "tqdm", bar), contextlib.redirect_stdout(io.StringIO()):
-        finder.range_test(Batches(_Epochs(train.to(runtime.device), config, runtime)), end_lr=end_lr,
-                          num_iter=iterations, smooth_f=smooth_f, diverge_th=DIVERGE_THRESHOLD)
+        finder.range_test(
+            Batches(_Epochs(train.to(runtime.device), config, runtime)),
+            end_lr=end_lr,
+            num_iter=iterations,
+            smooth_f=smooth_f,
+            diverge_th=DIVERGE_THRESHOLD,
+        )
     seconds = time.perf_counter() - started
     lrs, losses = list(finder.history["lr"]), list(finder.history["loss"])
     if len(lrs) < needed:
@@ -169,8 +195,9 @@ def run_lr_range_test(
             f"the loss diverged after {len(lrs)} of {iterations} iterations, too few for a suggestion "
             f"(at least {needed}); lower end_lr (now {end_lr}) or raise iterations"
         )
-    test = LRRangeTest(lrs, losses, math.nan, iterations, config.batch_size, len(train), seconds, finder,
-                       (skip_start, skip_end))
+    test = LRRangeTest(
+        lrs, losses, math.nan, iterations, config.batch_size, len(train), seconds, finder, (skip_start, skip_end)
+    )
     test.suggested_lr = test.draw(Figure().subplots())
     return test
 
@@ -189,15 +216,23 @@ def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
 def describe_lr_range_test(test: LRRangeTest, chosen_lr: float, factor: float = AGREE_FACTOR) -> Markdown:
     """What the test ran on, its suggestion beside the validation-chosen peak, and whether they agree."""
     passes = test.images_seen / test.train_images
-    reuse = ("so no image was drawn twice" if passes <= 1 else
-             f"{passes:.1f} passes over the split, so images recur (with new augmentations)")
+    reuse = (
+        "so no image was drawn twice"
+        if passes <= 1
+        else f"{passes:.1f} passes over the split, so images recur (with new augmentations)"
+    )
     ratio = max(test.suggested_lr, chosen_lr) / min(test.suggested_lr, chosen_lr)
     agree = ratio <= factor
     lines = [
         f"The range test ran {len(test.lrs)} iterations of {test.batch_size} images ({test.images_seen:,} images "
         f"from a training split of {test.train_images:,}, {reuse}) in {test.seconds:.0f} s"
-        + (f", and stopped early, after {len(test.lrs)} of {test.iterations}, when the smoothed loss passed "
-           f"{DIVERGE_THRESHOLD:g} times its best: it had diverged" if test.diverged else "") + ".",
+        + (
+            f", and stopped early, after {len(test.lrs)} of {test.iterations}, when the smoothed loss passed "
+            f"{DIVERGE_THRESHOLD:g} times its best: it had diverged"
+            if test.diverged
+            else ""
+        )
+        + ".",
         f"The package suggests **lr {test.suggested_lr:.3g}**, where the loss falls fastest; the smoothed loss is "
         f"lowest at lr {test.lowest_loss_lr:.3g}. The validation search chose a OneCycle peak of **{chosen_lr:g}**. "
         f"The two are a factor of {ratio:.1f} apart, so by this book's rule (agreement means within a factor of "

@@ -60,10 +60,10 @@ def describe_misclassified(items: list[Misclassified], report: EvaluationReport)
     """How many test images are wrong, and the ones picked for the gallery as a table."""
     wrong = int((report.predictions.preds != report.predictions.targets).sum())
     total = len(report.predictions.targets)
-    rows = [[item.index, report.classes[item.true], report.classes[item.pred], percent(item.confidence)]
-            for item in items]
+    rows = [
+        [item.index, report.classes[item.true], report.classes[item.pred], percent(item.confidence)] for item in items
+    ]
     return Markdown(
         f"{wrong:,} of {total:,} test images are misclassified. The {len(items)} shown here are the mistakes the "
-        "model was most sure of:\n\n"
-        + markdown_table(["test image", "true class", "predicted", "confidence"], rows)
+        "model was most sure of:\n\n" + markdown_table(["test image", "true class", "predicted", "confidence"], rows)
     )

@@ -125,8 +125,9 @@ def plot_lr_schedule(history: History) -> Figure:
 
 def plot_class_accuracy(report: EvaluationReport) -> Figure:
     """One bar per class, best first, and a line at the overall accuracy."""
-    ranked = sorted(report.class_accuracy.items(), key=lambda kv: -math.inf if math.isnan(kv[1]) else kv[1],
-                    reverse=True)
+    ranked = sorted(
+        report.class_accuracy.items(), key=lambda kv: -math.inf if math.isnan(kv[1]) else kv[1], reverse=True
+    )
     names = [name for name, _ in ranked]
     percent = [100 * acc for _, acc in ranked]
     fig, axes = _figure(figsize=(8.0, 1.5 + 0.45 * len(names)))
@@ -134,8 +135,7 @@ def plot_class_accuracy(report: EvaluationReport) -> Figure:
     sns.barplot(x=percent, y=names, hue=names, palette="viridis", legend=False, orient="h", ax=ax)
     for row, value in enumerate(percent):
         ax.text(value + 1, row, f"{value:.1f}%", va="center", fontsize=9)
-    ax.axvline(100 * report.accuracy, color="crimson", linestyle="--",
-               label=f"overall {100 * report.accuracy:.1f}%")
+    ax.axvline(100 * report.accuracy, color="crimson", linestyle="--", label=f"overall {100 * report.accuracy:.1f}%")
     ax.set(xlim=(0, 110), xlabel="accuracy (%)", ylabel="", title="Class-wise accuracy")
     ax.legend(loc="lower right")
     return fig
@@ -147,9 +147,20 @@ def plot_confusion_matrix(report: EvaluationReport) -> Figure:
     rows = (counts / counts.sum(dim=1, keepdim=True)).numpy()  # NaN for a class without images
     fig, axes = _figure(figsize=(9.0, 7.5), style="white")
     ax = axes[0, 0]
-    sns.heatmap(rows, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, square=True, ax=ax,
-                xticklabels=report.classes, yticklabels=report.classes, annot_kws={"fontsize": 8},
-                cbar_kws={"label": "fraction of the true class"})
+    sns.heatmap(
+        rows,
+        annot=True,
+        fmt=".2f",
+        cmap="Blues",
+        vmin=0,
+        vmax=1,
+        square=True,
+        ax=ax,
+        xticklabels=report.classes,
+        yticklabels=report.classes,
+        annot_kws={"fontsize": 8},
+        cbar_kws={"label": "fraction of the true class"},
+    )
     ax.set(xlabel="predicted class", ylabel="true class", title="Confusion matrix (each row sums to 1)")
     ax.tick_params(axis="x", rotation=45)
     ax.tick_params(axis="y", rotation=0)
@@ -233,7 +244,10 @@ def plot_class_samples(dataset: ImageSet, per_class: int = 8, interpolation: str
 
 
 def plot_augmentations(
-    images: torch.Tensor, augmentation: Augmentation, seed: int = 0, n_views: int = 4,
+    images: torch.Tensor,
+    augmentation: Augmentation,
+    seed: int = 0,
+    n_views: int = 4,
     interpolation: str = "nearest",
 ) -> Figure:
     """Each image beside what training does to it, using the training code's own transforms.
@@ -293,8 +307,10 @@ def plot_feature_map_sizes(
     """
     names = list(shapes)
     sides = [shapes[n][1] for n in names]
-    palette = ["crimson" if n == target else "tab:blue" if s >= min_size else "tab:gray" for n, s in zip(
-        names, sides, strict=True)]
+    palette = [
+        "crimson" if n == target else "tab:blue" if s >= min_size else "tab:gray"
+        for n, s in zip(names, sides, strict=True)
+    ]
     fig, axes = _figure(figsize=(8.0, 1.0 + 0.35 * len(names)))
     ax = axes[0, 0]
     sns.barplot(x=sides, y=names, hue=names, palette=palette, legend=False, orient="h", ax=ax)
@@ -302,8 +318,12 @@ def plot_feature_map_sizes(
         c, h, w = shapes[name]
         ax.text(sides[row] + 0.3, row, f"{c}×{h}×{w}", va="center", fontsize=8)
     ax.axvline(min_size, color="black", linestyle=":", label=f"Grad-CAM needs ≥ {min_size}x{min_size}")
-    ax.set(xlim=(0, max(sides) * 1.25), xlabel="feature-map side (px)", ylabel="",
-           title="Feature-map size after each layer")
+    ax.set(
+        xlim=(0, max(sides) * 1.25),
+        xlabel="feature-map side (px)",
+        ylabel="",
+        title="Feature-map size after each layer",
+    )
     ax.legend(loc="lower right")
     return fig
 
@@ -317,8 +337,9 @@ def plot_cam_comparison(comparison: CamComparison, rows: int | None = None) -> F
     n = len(sample) if rows is None else min(rows, len(sample))
     images = sample.images01()[:n]
     labels = sample.labels()[:n]
-    fig, axes = _figure(max(1, n), 1 + len(columns), figsize=(1.9 * (1 + len(columns)), 2.1 * max(1, n) + 0.6),
-                        style="white")
+    fig, axes = _figure(
+        max(1, n), 1 + len(columns), figsize=(1.9 * (1 + len(columns)), 2.1 * max(1, n) + 0.6), style="white"
+    )
     for ax in axes.flat:
         ax.set_axis_off()
     for col, column in enumerate(columns, start=1):
@@ -341,14 +362,15 @@ def plot_road_curves(result: Faithfulness) -> Figure:
     x = [0, *result.removed]
     base = float(result.base.mean())
     palette = dict(zip(result.methods, sns.color_palette("tab10", len(result.methods)), strict=True))
-    for ax, kind, curves in ((axes[0, 0], "MoRF: most relevant removed first (lower is better)", result.morf),
-                             (axes[0, 1], "LeRF: least relevant removed first (higher is better)", result.lerf)):
+    for ax, kind, curves in (
+        (axes[0, 0], "MoRF: most relevant removed first (lower is better)", result.morf),
+        (axes[0, 1], "LeRF: least relevant removed first (higher is better)", result.lerf),
+    ):
         for method in result.methods:
             label = "random map" if method == RANDOM else CAM_METHODS[method].label
             style = {"color": "black", "linestyle": "--"} if method == RANDOM else {"color": palette[method]}
             ax.plot(x, [base, *curves[method].mean(axis=1)], marker="o", markersize=3, label=label, **style)
-        ax.set(xlabel="pixels removed (%)", ylabel="mean confidence in the predicted class", title=kind,
-               ylim=(0, 1.02))
+        ax.set(xlabel="pixels removed (%)", ylabel="mean confidence in the predicted class", title=kind, ylim=(0, 1.02))
         ax.title.set_fontsize(10)
     axes[0, 1].legend(fontsize=8, loc="lower left")
     fig.suptitle(f"ROAD on {len(result.sample)} test images, CAMs at {result.layer}")
@@ -366,8 +388,12 @@ def plot_randomisation(check: RandomisationCheck) -> Figure:
     ax.plot(labels, values, color="tab:blue", alpha=0.15, linewidth=1)
     ax.plot(labels, values.mean(axis=1), color="crimson", marker="o", linewidth=2.5, label="mean over the images")
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set(xlabel="re-initialised, from the top down (cumulative)", ylabel="Spearman's rank correlation",
-           title=f"Grad-CAM at {check.maps.columns[0].layer} against the trained model's", ylim=(-1.02, 1.02))
+    ax.set(
+        xlabel="re-initialised, from the top down (cumulative)",
+        ylabel="Spearman's rank correlation",
+        title=f"Grad-CAM at {check.maps.columns[0].layer} against the trained model's",
+        ylim=(-1.02, 1.02),
+    )
     ax.legend(loc="upper right")
     return fig
 

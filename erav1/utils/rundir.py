@@ -1,11 +1,11 @@
 """The run directory: what a training run writes, and how a later step reads it.
 
-    RUN_DIR/config.json       the Config, as JSON
-    RUN_DIR/environment.json  torch version, device, CPU/GPU model, git commit
-    RUN_DIR/history.json      one record per finished epoch
-    RUN_DIR/last.pt           everything needed to resume, after every epoch
-    RUN_DIR/model.pt          the final weights (a state_dict)
-    RUN_DIR/tensorboard/      TensorBoard event files
+RUN_DIR/config.json       the Config, as JSON
+RUN_DIR/environment.json  torch version, device, CPU/GPU model, git commit
+RUN_DIR/history.json      one record per finished epoch
+RUN_DIR/last.pt           everything needed to resume, after every epoch
+RUN_DIR/model.pt          the final weights (a state_dict)
+RUN_DIR/tensorboard/      TensorBoard event files
 """
 
 from __future__ import annotations

@@ -77,9 +77,7 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) 
 
 
 @_batched
-def random_horizontal_flip(
-    images: torch.Tensor, generator: torch.Generator, p: float = FLIP_P
-) -> torch.Tensor:
+def random_horizontal_flip(images: torch.Tensor, generator: torch.Generator, p: float = FLIP_P) -> torch.Tensor:
     """Mirror each image left-right with probability ``p``."""
     flip = torch.rand(images.shape[0], generator=generator, device=images.device) < p
     return torch.where(flip[:, None, None, None], images.flip(3), images)
@@ -146,15 +144,19 @@ def describe_augmentation(augmentation: Augmentation, image_size: int = 32) -> M
     shifts = (2 * pad + 1) ** 2
     parts = []
     if pad:
-        parts.append(f"it is padded with {pad} px of zeros on every side and cropped back to "
-                     f"{image_size}x{image_size} at a random offset, one of {shifts} positions")
+        parts.append(
+            f"it is padded with {pad} px of zeros on every side and cropped back to "
+            f"{image_size}x{image_size} at a random offset, one of {shifts} positions"
+        )
     if augmentation.flip:
         parts.append(f"it is mirrored left-right with probability {percent(FLIP_P, 0)}")
     if size and augmentation.cutout_p:
-        parts.append(f"a {size}x{size} square, at most {percent(size ** 2 / image_size ** 2, 0)} of the pixels, "
-                     f"is {_FILLED[augmentation.cutout_fill]} in {percent(augmentation.cutout_p, 0)} of the images "
-                     "(centred anywhere, so it is clipped at the borders)")
-    variants = shifts * (2 if augmentation.flip else 1) * (image_size ** 2 if size and augmentation.cutout_p else 1)
+        parts.append(
+            f"a {size}x{size} square, at most {percent(size**2 / image_size**2, 0)} of the pixels, "
+            f"is {_FILLED[augmentation.cutout_fill]} in {percent(augmentation.cutout_p, 0)} of the images "
+            "(centred anywhere, so it is clipped at the borders)"
+        )
+    variants = shifts * (2 if augmentation.flip else 1) * (image_size**2 if size and augmentation.cutout_p else 1)
     return Markdown(
         "Every time a training image is drawn, " + "; ".join(parts) + ". "
         f"That is up to {variants:,} different versions of each picture, and a new one every epoch."
@@ -167,8 +169,8 @@ def describe_cutout_fill(augmentation: Augmentation) -> Markdown:
     below = [m / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD, strict=True)]  # black, in standard deviations
     why = {
         "zero": "the fill the published runs were trained with. Which fill trains the better model in 20 epochs is a "
-                "question for validation data, never the test set: chapter 3's recipe study searches "
-                "`cutout_fill`, and the book switches only when the study's validation accuracy says so.",
+        "question for validation data, never the test set: chapter 3's recipe study searches "
+        "`cutout_fill`, and the book switches only when the study's validation accuracy says so.",
         "mean": "the fill that chapter 3's recipe study chose on validation data, never on the test set.",
     }[augmentation.cutout_fill]
     return Markdown(
@@ -176,6 +178,6 @@ def describe_cutout_fill(augmentation: Augmentation) -> Markdown:
         f"image, which normalisation turns into {min(below):.1f} to {max(below):.1f} standard deviations below the "
         f"mean in each channel, a strong and unusual input. The mean colour (RGB {mean}) becomes 0 after "
         "normalisation, as in DeVries & Taylor's Cutout (they zero the normalised tensor) and the course's "
-        f"`CoarseDropout(fill_value=mean)`. This book's recipe uses **`cutout_fill=\"{augmentation.cutout_fill}\"`**: "
+        f'`CoarseDropout(fill_value=mean)`. This book\'s recipe uses **`cutout_fill="{augmentation.cutout_fill}"`**: '
         + why
     )
