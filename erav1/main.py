@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import shlex
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -19,7 +18,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
 
 from erav1.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError, UsageError
 from erav1.models import MODELS, get_model
@@ -48,6 +46,7 @@ from erav1.utils.policies import (
     build_scheduler,
     check_choice,
 )
+from erav1.utils.progress import text_bar
 from erav1.utils.tensorboard import TensorBoardLogger
 from erav1.utils.text import Markdown, markdown_table
 from erav1.utils.transforms import CUTOUT_FILLS, Augmentation, normalize
@@ -239,16 +238,7 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), dtype=torch.long, device=runtime.device)
     watch = LossWatch(epoch, runtime.device, dist)
-    bar = tqdm(
-        total=n,
-        desc=f"epoch {epoch}",
-        unit="img",
-        file=sys.stdout,
-        leave=False,
-        disable=not progress,
-        mininterval=1.0,
-        ascii=True,
-    )
+    bar = text_bar(total=n, desc=f"epoch {epoch}", unit="img", enabled=progress)
     start = time.perf_counter()
     batches = training_batches(dataset, batch_size, augment, generator, runtime, dist)
     for step, (x, y) in enumerate(batches, start=1):

@@ -94,24 +94,8 @@ def test_analyze_scores_a_weights_file_and_writes_its_report_where_asked(
 ):
     """A bare weights file has no config.json: it is scored on the data given (here 300 official test images)."""
     out = tmp_path / "weights-report"
-    args = [
-        "analyze",
-        str(run_dir / "model.pt"),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--n",
-        "3",
-        "--data",
-        str(official_subset_zip),
-        "--data-dir",
-        str(tmp_path / "cache"),
-        "--faithfulness-n",
-        "0",
-    ]
+    args = ["analyze", str(run_dir / "model.pt"), "--out", str(out), "--precision", "fp32"]
+    args += quick_on(official_subset_zip, tmp_path / "cache")
     assert main(args) == 0
     metrics = json.loads((out / METRICS).read_text())
     assert metrics["num_images"] == 300 and metrics["model"] == str(run_dir / "model.pt")
@@ -124,25 +108,7 @@ def test_analyze_scores_a_weights_file_and_writes_its_report_where_asked(
 def test_analyze_published_scores_the_published_weights(official_subset_zip, tmp_path, monkeypatch):
     """'published' is the book's published run (in a clone, book/results/resnet18_cifar10.pt)."""
     monkeypatch.chdir(tmp_path)
-    assert (
-        main(
-            [
-                "analyze",
-                "published",
-                "--device",
-                "cpu",
-                "--n",
-                "3",
-                "--data",
-                str(official_subset_zip),
-                "--data-dir",
-                str(tmp_path / "cache"),
-                "--faithfulness-n",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert main(["analyze", "published", *quick_on(official_subset_zip, tmp_path / "cache")]) == 0
     metrics = json.loads((tmp_path / "reports" / "published" / METRICS).read_text())
     assert Path(metrics["weights"]).name == "resnet18_cifar10.pt"
     assert metrics["accuracy"] > 0.8, "a trained model, not a fresh one, on 300 official test images"
@@ -166,3 +132,8 @@ def test_a_too_coarse_layer_is_refused_before_any_work(run_dir, capsys):
     err = capsys.readouterr().err
     assert "4x4 map" in err and "too coarse" in err and "--allow-coarse" in err
     assert not (run_dir / REPORT).exists()
+
+
+def quick_on(images: Path, cache: Path) -> list[str]:
+    """A quick report on the CPU: 3 misclassified images, no ROAD, scored on ``images``."""
+    return ["--device", "cpu", "--n", "3", "--data", str(images), "--data-dir", str(cache), "--faithfulness-n", "0"]

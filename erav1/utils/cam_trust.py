@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 from scipy.stats import rankdata
 from torch import nn
-from tqdm import tqdm
 
 from erav1.errors import UsageError
 from erav1.models.summary import STAGES, output_shapes, restored_modes
@@ -41,6 +39,7 @@ from erav1.utils.evaluation import Predictions
 from erav1.utils.gradcam import CAM_METHODS, MIN_MAP_SIZE, check_methods, compute_cams, resolve_target_layer
 from erav1.utils.misclassified import Misclassified
 from erav1.utils.policies import Runtime
+from erav1.utils.progress import text_bar
 from erav1.utils.text import Markdown, markdown_table
 from erav1.utils.transforms import CIFAR10_STD, normalize
 
@@ -172,20 +171,18 @@ def _column(
     return dataclasses.replace(column, title=title(column))
 
 
+def _map_size(column: CamColumn) -> str:
+    return f"{column.name}: {column.map_shape[1]}x{column.map_shape[2]} map"
+
+
+def _label_and_time(column: CamColumn) -> str:
+    return f"{CAM_METHODS[column.name].label}\n{column.seconds_per_image:.2f} s per image"
+
+
 def cams_by_layer(model: nn.Module, sample: Sample, runtime: Runtime, layers: Sequence[str] = STAGES) -> CamComparison:
     """Grad-CAM for the predicted class at the end of each layer, coarse ones included on purpose."""
     columns = [
-        _column(
-            model,
-            sample,
-            runtime,
-            layer,
-            "gradcam",
-            layer,
-            allow_coarse=True,
-            title=lambda c: f"{c.name}: {c.map_shape[1]}x{c.map_shape[2]} map",
-        )
-        for layer in layers
+        _column(model, sample, runtime, layer, "gradcam", layer, _map_size, allow_coarse=True) for layer in layers
     ]
     return CamComparison("Grad-CAM of the predicted class at the end of each stage", sample, columns)
 
@@ -199,16 +196,7 @@ def cams_by_method(
 ) -> CamComparison:
     """Every method's CAM for the predicted class at one layer, each timed."""
     columns = [
-        _column(
-            model,
-            sample,
-            runtime,
-            layer,
-            method,
-            method,
-            title=lambda c: f"{CAM_METHODS[c.name].label}\n{c.seconds_per_image:.2f} s per image",
-        )
-        for method in check_methods(methods)
+        _column(model, sample, runtime, layer, method, method, _label_and_time) for method in check_methods(methods)
     ]
     return CamComparison(f"CAM methods of the grad-cam package at {columns[0].layer}", sample, columns)
 
@@ -429,16 +417,7 @@ def measure_faithfulness(
     targets = [ClassifierOutputSoftmaxTarget(c) for c in sample.pred]
     names = [*methods, RANDOM]
     morf, lerf = {}, {}
-    bar = tqdm(
-        total=len(names) * (1 + 2 * len(percentiles)),
-        desc="ROAD",
-        unit="step",
-        file=sys.stdout,
-        ascii=True,
-        leave=False,
-        disable=not progress,
-        mininterval=1.0,
-    )
+    bar = text_bar(total=len(names) * (1 + 2 * len(percentiles)), desc="ROAD", unit="step", enabled=progress)
     scored = _FloatOutput(model, runtime)
     with restored_modes(model), torch.no_grad():
         model.eval()
@@ -594,11 +573,7 @@ def randomisation_check(
     stages = randomisation_stages(copy_)
     trained = _column(copy_, sample, runtime, layer, "gradcam", TRAINED)
     columns = [trained]
-    for step, (name, modules) in enumerate(
-        tqdm(
-            stages, desc="re-initialising", unit="stage", file=sys.stdout, ascii=True, leave=False, disable=not progress
-        )
-    ):
+    for step, (name, modules) in enumerate(text_bar(stages, desc="re-initialising", unit="stage", enabled=progress)):
         with _seeded_torch(seed + step):
             _reinitialise([copy_.get_submodule(m) for m in modules])
         columns.append(_column(copy_, sample, runtime, trained.layer, "gradcam", name, title=lambda c: f"+ {c.name}"))

@@ -17,7 +17,6 @@ import contextlib
 import functools
 import io
 import math
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -28,12 +27,12 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import nn
-from tqdm import tqdm
 
 from erav1.errors import UsageError
 from erav1.main import Config, training_batches
 from erav1.utils.data import ImageSet, load_data
 from erav1.utils.policies import Runtime, build_optimizer
+from erav1.utils.progress import text_bar
 from erav1.utils.text import Markdown
 
 START_LR, END_LR = 1e-4, 10.0  # the sweep, exponential: five decades around any plausible peak
@@ -168,16 +167,7 @@ def run_lr_range_test(
         def inputs_labels_from_batch(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple:
             return batch
 
-    bar = functools.partial(
-        tqdm,
-        desc="LR range test",
-        unit="batch",
-        file=sys.stdout,
-        ascii=True,
-        leave=False,
-        disable=not progress,
-        mininterval=1.0,
-    )
+    bar = functools.partial(text_bar, desc="LR range test", unit="batch", enabled=progress)
     started = time.perf_counter()
     # The package prints "Learning rate search finished..." (and a divergence, which the history shows too).
     with _patched(package, "tqdm", bar), contextlib.redirect_stdout(io.StringIO()):
