@@ -17,6 +17,7 @@ import contextlib
 import functools
 import io
 import math
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -167,7 +168,8 @@ def run_lr_range_test(
         def inputs_labels_from_batch(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple:
             return batch
 
-    bar = functools.partial(text_bar, desc="LR range test", unit="batch", enabled=progress)
+    # stdout is bound here, before the package's own prints are swallowed below
+    bar = functools.partial(text_bar, desc="LR range test", unit="batch", enabled=progress, file=sys.stdout)
     started = time.perf_counter()
     # The package prints "Learning rate search finished..." (and a divergence, which the history shows too).
     with _patched(package, "tqdm", bar), contextlib.redirect_stdout(io.StringIO()):

@@ -8,11 +8,11 @@ disappears when the work is done.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
 
-def text_bar(*args: Any, enabled: bool = True, **kwargs: Any) -> tqdm:
-    """``tqdm(*args, **kwargs)`` as a plain-text bar on stdout; ``enabled=False`` shows nothing."""
-    return tqdm(*args, file=sys.stdout, ascii=True, leave=False, mininterval=1.0, disable=not enabled, **kwargs)
+def text_bar(*args: Any, enabled: bool = True, file: TextIO | None = None, **kwargs: Any) -> tqdm:
+    """``tqdm(*args, **kwargs)`` as a plain-text bar on ``file`` (stdout); ``enabled=False`` shows nothing."""
+    return tqdm(*args, file=file or sys.stdout, ascii=True, leave=False, mininterval=1.0, disable=not enabled, **kwargs)
