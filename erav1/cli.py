@@ -259,9 +259,8 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    from erav1.book.results import refresh_book_pages
+    from erav1.book.refresh import refresh_if_published
     from erav1.publish import SUMMARY, add_seed_runs, publish_run
-    from erav1.published import RESULTS_DIR
 
     if args.run_dir is None:
         if not args.seed_run:
@@ -281,9 +280,7 @@ def run_publish(args: argparse.Namespace) -> int:
         seeds = ", ".join(f"seed {r['seed']} {100 * r['test_accuracy']:.2f}%" for r in summary["seeds"])
         spread = 100 * summary["seed_spread"]
         print(f"the recipe with {len(summary['seeds'])} seeds: {seeds}; spread {spread:.2f} points")
-    if Path(args.out).resolve() == Path(RESULTS_DIR).resolve():  # the clone's own results: its pages show them
-        for page in refresh_book_pages(Path.cwd(), Path(args.out) / SUMMARY):
-            print(f"refreshed the results table in {page.relative_to(Path.cwd())}")
+    refresh_if_published(args.out)  # the clone's own results: its pages and chapters show them
     return 0
 
 

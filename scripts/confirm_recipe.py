@@ -10,8 +10,9 @@ resumes every seed's run. Options it does not know pass through to ``erav1 train
 
 ``--published`` is the path without a GPU: it trains the published run's recipe, for its epochs and on its
 subset, with the seeds that ``summary.json`` does not list yet, and adds each one to it as soon as it ends
-(``--jobs`` at a time); the published weights stay. On a CPU a seed trains for hours, so the command is meant
-to run in the background and to be run again.
+(``--jobs`` at a time), refreshing the README, the landing page and chapter 3's seed table; the published
+weights stay. On a CPU a seed trains for hours, so the command is meant to run in the background and to be
+run again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from erav1.book.refresh import refresh_if_published
 from erav1.errors import Erav1Error
 from erav1.publish import CONFIRMATION_SEEDS, add_seed_runs, publish_run, recipe_changes, recipe_options, summary_seeds
 from erav1.published import RESULTS_DIR, SUMMARY
@@ -106,6 +108,7 @@ def confirm_published(args: argparse.Namespace, train_args: list[str]) -> None:
         for start in range(0, len(seeds), args.jobs):  # a seed joins as soon as it ends: CPU seeds span sessions
             runs = train_seeds(recipe, run_settings, seeds[start : start + args.jobs], args.jobs)
             report_seeds(add_seed_runs(args.out, tuple(runs)))
+            refresh_if_published(args.out)
     except Erav1Error as exc:
         sys.exit(f"error: {exc}")
 

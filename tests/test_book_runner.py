@@ -14,6 +14,14 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from erav1.book.layout import Book, BookError
 from erav1.book.parameters import parse_override
+from erav1.book.refresh import (
+    RESULTS_TAG,
+    refresh_if_published,
+    refresh_result_cells,
+    result_cells,
+    run_result_cells,
+    take_outputs,
+)
 from erav1.book.results import NOT_PUBLISHED, refresh_results, results_markdown
 from erav1.book.runner import run_book
 from erav1.book.tidy import collapse_carriage_returns, tidy_notebook
@@ -215,6 +223,17 @@ def test_the_committed_results_blocks_are_up_to_date(page, tmp_path):
     assert not refresh_results(copy, ROOT / "book" / "results" / "summary.json"), f"{page} is stale"
 
 
+def test_the_committed_chapters_show_the_committed_results():
+    """Every published-results cell, executed now, shows what its chapter holds: none is stale."""
+    book = Book.at(ROOT)
+    for path in book.chapters():
+        nb = nbformat.read(path, as_version=4)
+        if result_cells(nb):
+            executed = run_result_cells(path, nb, {}, ROOT)
+            stale = [cell.id for cell in result_cells(nb) if take_outputs(cell, executed[cell.id])]
+            assert not stale, f"{path.name}: run 'erav1 book --results-only' to refresh cells {stale}"
+
+
 def test_build_only_builds_the_committed_chapters_as_they_are(tmp_path):
     book = make_book(tmp_path / "repo")
     before = digests(book)
@@ -243,3 +262,72 @@ def test_the_full_profile_publishes_the_run_its_chapters_trained(tiny_run, tmp_p
     accuracy = f"{100 * tiny_run.final['test_acc']:.2f}%"
     for page in (book.root / "README.md", book.root / "book" / "intro.md"):
         assert accuracy in page.read_text(), page
+
+
+def results_chapter(book: Book) -> Path:
+    """A third chapter: one cell shows a committed result (tagged), one uses it in the chapter's own work."""
+    results = book.root / "book" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "seeds.txt").write_text("seed 0\n")
+    nb = chapter("Third", 'label = "default"', 'print("the chapter starts")')
+    shown = new_code_cell('open("book/results/seeds.txt").read().strip() + " " + label')
+    shown.metadata["tags"] = [RESULTS_TAG]
+    nb.cells += [shown, new_code_cell('print("trained with", open("book/results/seeds.txt").read().strip())')]
+    path = book.root / "book" / "03_third.ipynb"
+    nbformat.write(nb, path)
+    (book.root / "_toc.yml").write_text(TOC + "  - file: book/03_third\n")
+    return path
+
+
+def test_results_only_re_executes_the_tagged_cells_and_keeps_every_other_output(tmp_path):
+    book = make_book(tmp_path / "repo")
+    path = results_chapter(book)
+    book = Book.at(book.root)
+    run_book(book, "full", build=False, echo=lambda _: None)
+    executed = nbformat.read(path, as_version=4)
+    shown, trained = executed.cells[-2], executed.cells[-1]
+    assert shown.outputs[0].data["text/plain"] == "'seed 0 default'"
+    assert trained.outputs[0].text == "trained with seed 0\n"
+    before = digests(book)
+    assert refresh_result_cells(book, "full", echo=lambda _: None) == []
+    assert digests(book) == before, "nothing changed, so no chapter is rewritten"
+
+    (book.root / "book" / "results" / "seeds.txt").write_text("seed 0, seed 1\n")
+    done = run_cli(book.root, "--results-only", "--no-build")
+    assert done.returncode == 0, done.stderr
+    assert "re-executed 1 published-results cell(s) of book/03_third.ipynb" in done.stdout
+    refreshed = nbformat.read(path, as_version=4)
+    result = refreshed.cells[-2].outputs[0]
+    assert result.data["text/plain"] == "'seed 0, seed 1 default'", "with the chapter's parameters"
+    assert result.execution_count == refreshed.cells[-2].execution_count == 3, "numbered as in the full execution"
+    assert refreshed.cells[-1].outputs == trained.outputs, "an untagged cell keeps the output of the full execution"
+    assert refreshed.metadata["erav1"]["refreshed_cells"] == [shown.id]
+    others = {name: digest for name, digest in digests(book).items() if name != path.name}
+    assert others == {name: digest for name, digest in before.items() if name != path.name}
+
+
+def test_results_only_leaves_a_chapter_that_the_full_profile_never_executed(tmp_path):
+    book = make_book(tmp_path / "repo")
+    path = results_chapter(book)
+    book = Book.at(book.root)
+    run_book(book, "smoke", stage=tmp_path / "stage", build=False, echo=lambda _: None)
+    before = digests(book)
+    assert refresh_result_cells(book, "full", echo=lambda _: None) == []
+    assert digests(book) == before, "half of a chapter would be executed"
+    for flags in (["--results-only", "--build-only"], ["--results-only", "-p", "label=x"]):
+        done = run_cli(book.root, *flags)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert not nbformat.read(path, as_version=4).cells[-2].outputs
+
+
+def test_refresh_if_published_touches_only_the_results_of_the_clone_it_runs_in(tmp_path, monkeypatch):
+    book = make_book(tmp_path / "repo")
+    monkeypatch.chdir(book.root)
+    (book.root / "book" / "results").mkdir()
+    assert refresh_if_published(tmp_path / "elsewhere") == []
+    summary = '{"test_accuracy": 0.9234, "epochs": 20, "wall_time_s": 5250, "hardware": "one GPU"}'
+    (book.root / "book" / "results" / "summary.json").write_text(summary)
+    assert refresh_if_published("book/results", echo=lambda _: None) == [book.root / "book" / "intro.md"]
+    assert "| 92.34% |" in (book.root / "book" / "intro.md").read_text()
+    monkeypatch.chdir(tmp_path)
+    assert refresh_if_published(book.root / "book" / "results") == [], "not in a clone: no page of its own"

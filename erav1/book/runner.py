@@ -164,10 +164,20 @@ def build_committed(book: Book, echo: Callable[[str], None] = print) -> Path:
 
 def run_book_command(args: argparse.Namespace) -> int:
     book = Book.at(args.root)
-    if args.build_only:
+    if args.build_only or args.results_only:
+        flag = "--build-only" if args.build_only else "--results-only"
+        if args.build_only and args.results_only:
+            raise BookError("--build-only executes nothing and --results-only re-executes some cells: give one")
         if args.params or args.stage:
-            raise BookError("--build-only executes nothing, so it takes no -p or --stage")
-        build_committed(book)
+            raise BookError(
+                f"{flag} works on the committed chapters, executed as they are, so it takes no -p or --stage"
+            )
+        if args.results_only:
+            from erav1.book.refresh import refresh_published
+
+            refresh_published(book.root)
+        if not args.no_build:
+            build_committed(book)
         return 0
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill logs cell outputs at INFO
@@ -212,6 +222,12 @@ def add_book_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     )
     parser.add_argument("--no-build", action="store_true", help="execute the chapters, do not build the book")
     parser.add_argument("--build-only", action="store_true", help="build the committed chapters, execute nothing")
+    parser.add_argument(
+        "--results-only",
+        action="store_true",
+        help="re-execute only the committed chapters' cells tagged published-results (they read book/results), "
+        "refresh the README and landing-page tables, then build",
+    )
     parser.add_argument("--root", default=".", help="the repository root holding _config.yml (default: .)")
     parser.add_argument("--verbose", action="store_true", help="stream every cell's output while executing")
     parser.set_defaults(handler=run_book_command)
