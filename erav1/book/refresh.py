@@ -38,9 +38,9 @@ def run_result_cells(chapter: Path, nb: nbformat.NotebookNode, parameters: dict[
     import nbformat
 
     from erav1.book.execute import execute_chapter
-    from erav1.book.parameters import PARAMETERS_TAG
+    from erav1.book.parameters import parameters_cell
 
-    cells = [c for c in nb.cells if PARAMETERS_TAG in c.metadata.get("tags", [])] + result_cells(nb)
+    cells = [parameters_cell(nb, chapter.name), *result_cells(nb)]
     only = nbformat.v4.new_notebook(cells=copy.deepcopy(cells), metadata={"kernelspec": nb.metadata["kernelspec"]})
     for cell in only.cells:
         cell.outputs, cell.execution_count = [], None
@@ -68,10 +68,13 @@ def take_outputs(cell: nbformat.NotebookNode, executed: nbformat.NotebookNode) -
     return True
 
 
-def refresh_result_cells(book: Book, profile: str, echo: Callable[[str], None] = print) -> list[Path]:
+def refresh_result_cells(
+    book: Book, profile: str, check: bool = False, echo: Callable[[str], None] = print
+) -> list[Path]:
     """Re-execute the ``published-results`` cells of every chapter executed with ``profile``; the chapters changed.
 
-    A chapter that was never executed with ``profile`` is left alone: half of it would be executed.
+    A chapter that was never executed with ``profile`` is left alone: half of it would be executed. With
+    ``check``, no chapter is written: the list names those that are stale.
     """
     import nbformat
 
@@ -87,7 +90,9 @@ def refresh_result_cells(book: Book, profile: str, echo: Callable[[str], None] =
             continue
         executed = run_result_cells(chapter, nb, for_chapter(values, declared[chapter.name]), book.root)
         refreshed = [cell.id for cell in cells if take_outputs(cell, executed[cell.id])]
-        if refreshed:
+        if refreshed and check:
+            changed.append(chapter)
+        elif refreshed:
             record = nb.metadata["erav1"]
             record["refreshed_cells"] = sorted(set(record.get("refreshed_cells", [])) | set(refreshed))
             nbformat.write(nb, chapter)
@@ -111,7 +116,7 @@ def refresh_published(root: Path, echo: Callable[[str], None] = print) -> list[P
         echo(f"refreshed the results table in {page.relative_to(root)}")
     if not (root / CONFIG_FILE).is_file():
         return pages
-    return pages + refresh_result_cells(Book.at(root), PUBLISHING_PROFILE, echo)
+    return pages + refresh_result_cells(Book.at(root), PUBLISHING_PROFILE, echo=echo)
 
 
 def refresh_if_published(out_dir: str | Path, echo: Callable[[str], None] = print) -> list[Path]:
