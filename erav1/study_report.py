@@ -88,17 +88,18 @@ def describe_study(
 
 def draw_study(
     storage: str | None = None, name: str = STUDY_NAME, data_dir: str | os.PathLike = "~/.cache/erav1"
-) -> tuple[dict[str, Axes], Markdown]:
+) -> tuple[dict[str, Axes], Markdown | None]:
     """Optuna's own plots of the study (the best value so far, every trial's curve, what mattered), and a note.
 
     A notebook shows every figure a cell leaves open, so chapter 3 calls this and sees the plots inline.
-    Without a study there is nothing to draw and the note is empty: ``describe_study`` has said so.
+    The note is None when there is nothing to add, so the cell that shows it shows no empty output; without a
+    study there is nothing to draw and nothing to add: ``describe_study`` has said so.
     """
     from optuna.visualization import matplotlib as plots
 
     study = load_existing_study(storage, name, data_dir)
     if study is None or not study.trials:
-        return {}, Markdown("")
+        return {}, None
     figures = {
         "optimization_history": plots.plot_optimization_history,
         "intermediate_values": plots.plot_intermediate_values,
@@ -112,7 +113,7 @@ def draw_study(
     with warnings.catch_warnings():  # Optuna's matplotlib plots are "experimental" since Optuna 2.2
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         drawn = {figure_name: plot(study) for figure_name, plot in figures.items()}
-    return drawn, Markdown("\n\n".join(notes))
+    return drawn, Markdown("\n\n".join(notes)) if notes else None
 
 
 def save_study_plots(out: Path, storage: str | None = None, name: str = STUDY_NAME) -> Markdown:
