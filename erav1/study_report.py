@@ -92,8 +92,8 @@ def draw_study(
     """Optuna's own plots of the study (the best value so far, every trial's curve, what mattered), and a note.
 
     A notebook shows every figure a cell leaves open, so chapter 3 calls this and sees the plots inline.
-    The note is None when there is nothing to add, so the cell that shows it shows no empty output; without a
-    study there is nothing to draw and nothing to add: ``describe_study`` has said so.
+    The note is None when there is nothing to add, so that chapter 3's cell shows no empty output. Without a
+    study there is nothing to draw: ``describe_study`` has said so.
     """
     from optuna.visualization import matplotlib as plots
 
