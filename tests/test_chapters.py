@@ -10,7 +10,7 @@ import pytest
 import yaml
 from book_checks import CHAPTERS, COLAB_BADGE, ROOT, expected_colab_url, python_source, read, repository
 
-from erav1.book.layout import Book
+from erav1.book.layout import Book, write_chapter
 from erav1.book.parameters import declared_parameters
 from erav1.book.stamp import INSTALL_TAG, stamp_chapters
 
@@ -102,6 +102,28 @@ def test_stamping_is_idempotent_and_follows_config(tmp_path):
     assert f"]({url})" in nb.cells[0].source
     install = [c for c in nb.cells if INSTALL_TAG in c.metadata.get("tags", [])]
     assert len(install) == 1 and "git+https://github.com/someone/fork@dev" in install[0].source
+
+
+def test_rewriting_a_chapter_is_byte_for_byte_nbformat_and_an_interrupted_rewrite_keeps_it_whole(tmp_path, monkeypatch):
+    """Stamping and refreshing rewrite committed chapters; a crash mid-write must not leave half of one."""
+    for path in CHAPTERS:
+        copy = tmp_path / path.name
+        write_chapter(read(path), copy)
+        assert copy.read_bytes() == path.read_bytes(), f"{path.name} would change by being rewritten unchanged"
+
+    chapter = tmp_path / CHAPTERS[0].name
+    before = chapter.read_bytes()
+    nb = read(chapter)
+    nb.cells[0].source += "\nnew text"
+
+    def crash(*_):
+        raise KeyboardInterrupt  # the moment between writing the temp file and renaming it
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_chapter(nb, chapter)
+    assert chapter.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in CHAPTERS), "no temp file is left"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=IDS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -112,3 +113,13 @@ class Book:
             known = sorted(p.stem for p in (self.root / PROFILE_DIR).glob("*.yml"))
             raise BookError(f"no profile {profile!r}; known profiles: {', '.join(known)} (or give a .yml path)")
         return path
+
+
+def write_chapter(nb: Any, path: Path) -> None:
+    """``nbformat.write`` through a temp file: an interrupted rewrite leaves the committed chapter whole."""
+    import nbformat
+
+    from erav1.utils.checkpoint import atomic_write_text
+
+    text = nbformat.writes(nb)
+    atomic_write_text(text if text.endswith("\n") else text + "\n", path)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from erav1.book.layout import Book
+from erav1.book.layout import Book, write_chapter
 
 if TYPE_CHECKING:  # the book extras: imported when a chapter is read, so that `erav1 publish` works without them
     import nbformat
@@ -90,13 +90,13 @@ def refresh_result_cells(
             continue
         executed = run_result_cells(chapter, nb, for_chapter(values, declared[chapter.name]), book.root)
         refreshed = [cell.id for cell in cells if take_outputs(cell, executed[cell.id])]
-        if refreshed and check:
-            changed.append(chapter)
-        elif refreshed:
+        if not refreshed:
+            continue
+        changed.append(chapter)
+        if not check:
             record = nb.metadata["erav1"]
             record["refreshed_cells"] = sorted(set(record.get("refreshed_cells", [])) | set(refreshed))
-            nbformat.write(nb, chapter)
-            changed.append(chapter)
+            write_chapter(nb, chapter)
             echo(f"re-executed {len(refreshed)} published-results cell(s) of {chapter.relative_to(book.root)}")
     return changed
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import nbformat
 
-from erav1.book.layout import Book, BookError, Repository
+from erav1.book.layout import Book, BookError, Repository, write_chapter
+from erav1.utils.checkpoint import atomic_write_text
 
 # Vendored (book/images/), so the offline site shows the badge; the path is relative to the chapter.
 BADGE_IMAGE = "images/colab-badge.svg"
@@ -85,11 +86,11 @@ def stamp_chapters(book: Book, check: bool = False) -> list[Path]:
         if stamped != package.read_text():
             changed.append(package)
             if not check:
-                package.write_text(stamped)
+                atomic_write_text(stamped, package)
     for path in book.chapters():
         nb = nbformat.read(path, as_version=4)
         if stamp_notebook(nb, book.colab_url(path), repository):
             changed.append(path)
             if not check:
-                nbformat.write(nb, path)
+                write_chapter(nb, path)
     return changed

@@ -78,8 +78,13 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    """``Path.write_text`` that never leaves a partial file behind."""
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
-    _atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:

@@ -42,5 +42,7 @@ def refresh_block(path: Path, start: str, end: str, body: str) -> bool:
         raise LookupError(f"{path} has no {start} ... {end} block")
     updated = pattern.sub(lambda _: f"{start}\n{body}\n{end}", text, count=1)
     if updated != text:
-        path.write_text(updated)
+        from erav1.utils.checkpoint import atomic_write_text
+
+        atomic_write_text(updated, path)
     return updated != text
