@@ -21,6 +21,7 @@ from typing import Any
 
 from erav1.book.layout import Book, BookError
 from erav1.published import RESULTS_DIR
+from erav1.utils.checkpoint import atomic_write_text
 
 PUBLISHING_PROFILE = "full"
 STAGE_MARKER = ".erav1-stage"
@@ -131,7 +132,7 @@ def run_book(
     target = staged
     if publishes:
         for chapter in chapters:
-            shutil.copy2(staged.root / chapter.relative_to(book.root), chapter)
+            atomic_write_text((staged.root / chapter.relative_to(book.root)).read_text(), chapter)
         target = book
         echo(f"wrote the executed chapters into {book.root / 'book'}")
         run_dir = trained_run_dir(declared)
