@@ -132,7 +132,7 @@ def run_book(
     target = staged
     if publishes:
         for chapter in chapters:
-            atomic_write_text((staged.root / chapter.relative_to(book.root)).read_text(), chapter)
+            atomic_write_text((staged.root / chapter.relative_to(book.root)).read_text(encoding="utf-8"), chapter)
         target = book
         echo(f"wrote the executed chapters into {book.root / 'book'}")
         run_dir = trained_run_dir(declared)
