@@ -99,7 +99,7 @@ def published_json(name: str, data_dir: str | os.PathLike = "~/.cache/erav1") ->
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"the published {path.name} is not valid JSON ({exc})") from None
 

@@ -44,7 +44,7 @@ def load_rounds(folder: Path) -> list[dict]:
     paths = sorted(folder.glob("round*.json"), key=lambda p: int(p.stem.removeprefix("round")))
     if not paths:
         raise FileNotFoundError(f"no round*.json in {folder}; the rounds are committed with the book")
-    return [json.loads(p.read_text()) | {"round": int(p.stem.removeprefix("round"))} for p in paths]
+    return [json.loads(p.read_text(encoding="utf-8")) | {"round": int(p.stem.removeprefix("round"))} for p in paths]
 
 
 def chosen_candidate(rounds: list[dict]) -> tuple[int, dict]:
@@ -125,8 +125,8 @@ def _describe_seeds(folder: Path) -> str:
     parts = []
     for path in runs:
         seed = path.name.split(".")[0].removeprefix("seed")
-        history = json.loads(path.read_text())
-        environment = json.loads((folder / f"seed{seed}.environment.json").read_text())
+        history = json.loads(path.read_text(encoding="utf-8"))
+        environment = json.loads((folder / f"seed{seed}.environment.json").read_text(encoding="utf-8"))
         seconds = sum(record["seconds"] for record in history)
         parts.append(
             f"seed {seed}: {percent(history[-1]['test_acc'], 2)} in {seconds:.0f} s on "

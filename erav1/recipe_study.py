@@ -352,7 +352,7 @@ def train_command(run_dir: Path, options: dict[str, Any], settings: StudySetting
 
 def train_and_report(trial: optuna.Trial, command: list[str], run_dir: Path, lock: int, poll_s: float) -> list[dict]:
     """Run ``command``; report each epoch of its history.json as it lands; prune it when Optuna says so."""
-    with open(run_dir / "train.log", "a") as log:
+    with open(run_dir / "train.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, pass_fds=(lock,))
     history: list[dict] = []
     try:
@@ -384,7 +384,7 @@ def train_and_report(trial: optuna.Trial, command: list[str], run_dir: Path, loc
 def read_history(run_dir: Path) -> list[dict]:
     """The epochs written so far (history.json is replaced atomically, so never half-written)."""
     try:
-        return json.loads((run_dir / rundir.HISTORY).read_text())
+        return json.loads((run_dir / rundir.HISTORY).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return []
 
@@ -432,7 +432,7 @@ def train_seeds(params: Mapping[str, Any], settings: StudySettings, seeds: list[
                 run_dir, seed = queue.pop(0)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 options = {"data": settings.data, "epochs": settings.epochs, "seed": seed, **params}
-                with open(run_dir / "train.log", "a") as log:
+                with open(run_dir / "train.log", "ab") as log:
                     process = subprocess.Popen(
                         train_command(run_dir, options, settings), stdout=log, stderr=subprocess.STDOUT
                     )

@@ -68,5 +68,5 @@ class PageParser(HTMLParser):
 
 def parse_page(path: Path) -> PageParser:
     parser = PageParser()
-    parser.feed(path.read_text())
+    parser.feed(path.read_text(encoding="utf-8"))
     return parser

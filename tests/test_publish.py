@@ -89,6 +89,28 @@ def test_the_results_table_is_generated_from_the_summary(published, tmp_path):
     assert "<!-- results:start -->" in readme and "<!-- results:end -->" in readme
 
 
+def test_the_results_table_is_refreshed_under_a_locale_that_cannot_decode_the_readme(tmp_path):
+    """The README is UTF-8 with an em dash; a locale's ASCII (or Latin-1) decoding must not read it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert not readme.isascii(), "the check needs a page with non-ASCII text"
+    page = tmp_path / "README.md"
+    page.write_text(readme.replace("| 20 |", "| 19 |"), encoding="utf-8")  # a stale table, to be rewritten
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    script = (
+        "import locale, sys; from pathlib import Path; from erav1.book.results import refresh_results; "
+        "print(locale.getpreferredencoding(False)); "
+        "print(refresh_results(Path(sys.argv[1]), Path(sys.argv[2])))"
+    )
+    summary = ROOT / "book" / "results" / SUMMARY
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(page), str(summary)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    encoding, changed = out.stdout.split()
+    assert encoding == "ANSI_X3.4-1968", "the child did not run under an ASCII locale"
+    assert changed == "True" and page.read_text(encoding="utf-8") == readme
+
+
 def test_an_unfinished_run_is_not_published(tiny_run, tmp_path):
     import shutil
 

@@ -44,7 +44,8 @@ def kernel_environment(package_root: Path) -> Iterator[None]:
                     "display_name": f"Python 3 ({sys.executable})",
                     "language": "python",
                 }
-            )
+            ),
+            encoding="utf-8",
         )
         os.environ["PYTHONPATH"] = os.pathsep.join([str(package_root)] + [saved["PYTHONPATH"] or ""]).rstrip(os.pathsep)
         os.environ["JUPYTER_PATH"] = os.pathsep.join([jupyter_dir] + [saved["JUPYTER_PATH"] or ""]).rstrip(os.pathsep)

@@ -68,7 +68,7 @@ class Book:
 
     def _yaml(self, name: str) -> dict:
         try:
-            return yaml.safe_load((self.root / name).read_text()) or {}
+            return yaml.safe_load((self.root / name).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise BookError(f"cannot read {self.root / name}: {exc}") from None
 

@@ -44,7 +44,7 @@ def declared_parameters(path: Path) -> dict[str, Any]:
 
 def load_profile(path: Path) -> dict[str, Any]:
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise BookError(f"cannot read profile {path}: {exc}") from None
     if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):

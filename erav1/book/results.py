@@ -35,7 +35,7 @@ def read_summary(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise BookError(f"{path} is not valid JSON ({exc})") from None
     missing = [key for key in REQUIRED if key not in summary]

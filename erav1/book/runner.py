@@ -51,7 +51,7 @@ def prepare_stage(book: Book, stage: Path) -> Book:
         raise BookError(f"{stage} is not empty and is not a staging folder; choose another --stage")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    (stage / STAGE_MARKER).write_text("written by 'erav1 book'; deleted and rewritten by every run\n")
+    (stage / STAGE_MARKER).write_text("written by 'erav1 book'; deleted and rewritten by every run\n", encoding="utf-8")
     for name in STAGED_FILES:
         source = book.root / name
         if source.is_dir():

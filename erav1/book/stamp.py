@@ -82,8 +82,9 @@ def stamp_chapters(book: Book, check: bool = False) -> list[Path]:
     changed = []
     package = book.root / "erav1" / "published.py"
     if package.is_file():
-        stamped = stamp_package(package.read_text(), repository)
-        if stamped != package.read_text():
+        source = package.read_text(encoding="utf-8")
+        stamped = stamp_package(source, repository)
+        if stamped != source:
             changed.append(package)
             if not check:
                 atomic_write_text(stamped, package)

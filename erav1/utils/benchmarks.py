@@ -27,7 +27,7 @@ def read_benchmarks(folder: Path) -> list[tuple[str, dict[str, Any]]]:
     results = []
     for path in sorted(Path(folder).glob("*.json")):
         try:
-            result = json.loads(path.read_text())
+            result = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise Erav1Error(f"{path} is not valid JSON ({exc})") from None
         if not isinstance(result, dict) or result.get("format") != BENCH_FORMAT:

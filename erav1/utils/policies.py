@@ -50,7 +50,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 def cpu_has_fast_bf16() -> bool:
     """True on CPUs with AMX or AVX512-BF16, where bf16 autocast is ~3x faster than fp32."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
         return False
     return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))

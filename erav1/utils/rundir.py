@@ -43,7 +43,7 @@ def clear_run(run_dir: Path) -> None:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunDirError(
             f"{path} does not exist; is {path.parent} a run directory written by 'erav1 train'?"
@@ -89,7 +89,7 @@ def _git_commit() -> str | None:
 
 def _cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:

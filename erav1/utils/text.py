@@ -37,7 +37,7 @@ def refresh_block(path: Path, start: str, end: str, body: str) -> bool:
     a file without the markers raises LookupError, for the caller to say what the block is for.
     """
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     if not pattern.search(text):
         raise LookupError(f"{path} has no {start} ... {end} block")
     updated = pattern.sub(lambda _: f"{start}\n{body}\n{end}", text, count=1)
