@@ -31,7 +31,7 @@ from erav1.analysis import analyze_run
 from erav1.errors import RunDirError
 from erav1.published import PUBLISHED_WEIGHTS, SUMMARY
 from erav1.utils.checkpoint import atomic_save, atomic_write_json, load_checkpoint
-from erav1.utils.rundir import CONFIG, ENVIRONMENT, WEIGHTS, read_history, read_json
+from erav1.utils.rundir import CONFIG, ENVIRONMENT, WEIGHTS, describe_hardware, read_history, read_json
 
 RECIPE_KEYS = (
     "model",
@@ -56,12 +56,6 @@ RECIPE_KEYS = (
 CONFIRMATION_SEEDS = 3  # how many seeds of a recipe train before the book calls it confirmed
 SEED_FIELDS = ("seed", "test_accuracy", "train_accuracy", "wall_time_s", "hardware", "commit")
 DATA_KEYS = ("data", "subset", "val_fraction")  # the same images: "cifar10" is fingerprint-checked when loaded
-
-
-def _hardware(environment: dict[str, Any]) -> str:
-    if environment.get("gpu"):
-        return environment["gpu"]
-    return f"{environment.get('cpu', 'CPU')} ({environment.get('cpu_threads', '?')} threads)"
 
 
 def _check_finished(run_dir: Path) -> None:
@@ -100,7 +94,7 @@ def run_record(run_dir: Path) -> dict[str, Any]:
         "seed": config["seed"],
         "subset": config.get("subset"),  # images per split, when the run trained on a subset of them
         "wall_time_s": sum(record["seconds"] for record in history),
-        "hardware": _hardware(environment),
+        "hardware": describe_hardware(environment),
         "torch": environment["torch"],
         "commit": environment.get("git_commit"),
     }

@@ -359,6 +359,8 @@ def train_and_report(trial: optuna.Trial, command: list[str], run_dir: Path, loc
         while True:
             ended = process.poll() is not None  # before reading, so that the last epoch is never missed
             for record in read_history(run_dir)[len(history) :]:
+                if not history:  # the trainer wrote environment.json before its history: this worker's machine
+                    trial.set_user_attr("ran_on", ran_on(run_dir))
                 history.append(record)
                 trial.report(record["val_acc"], record["epoch"])
                 if not ended and trial.should_prune():  # an ended run has nothing left to save
@@ -379,6 +381,12 @@ def train_and_report(trial: optuna.Trial, command: list[str], run_dir: Path, loc
     if process.returncode != 0:
         raise TrainingFailed(f"erav1 train exited with status {process.returncode}; see {run_dir / 'train.log'}")
     return history
+
+
+def ran_on(run_dir: Path) -> str:
+    """Where the run's trainer trains, for the book's table: workers on several machines share one study."""
+    environment = rundir.read_json(run_dir / rundir.ENVIRONMENT)
+    return f"{rundir.describe_hardware(environment)}, {environment['precision']}"
 
 
 def read_history(run_dir: Path) -> list[dict]:

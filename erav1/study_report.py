@@ -56,6 +56,21 @@ def load_existing_study(
         return None
 
 
+def _continues(trial: FrozenTrial) -> int | None:
+    """The interrupted trial that this one resumes: Optuna's retry of a stale one, or the requeue after Ctrl-C.
+
+    A retry copies the user attributes, so its own ``retry_history`` names the trial it follows more surely.
+    """
+    retried = trial.system_attrs.get("retry_history")
+    return retried[-1] if retried else trial.user_attrs.get("resumes")
+
+
+def _state(trial: FrozenTrial, resumed_as: dict[int, int]) -> str:
+    if trial.state == TrialState.FAIL and trial.number in resumed_as:
+        return f"interrupted, resumed as trial {resumed_as[trial.number]}"
+    return STATES[trial.state]
+
+
 def _best(study: optuna.Study) -> FrozenTrial | None:
     return study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
 
@@ -63,21 +78,22 @@ def _best(study: optuna.Study) -> FrozenTrial | None:
 def describe_study(
     storage: str | None = None, name: str = STUDY_NAME, data_dir: str | os.PathLike = "~/.cache/erav1"
 ) -> Markdown:
-    """Every trial: its recipe, its last validation accuracy, how many epochs it trained, how it ended."""
+    """Every trial: its recipe, its last validation accuracy, how many epochs it trained, how it ended, where."""
     study = load_existing_study(storage, name, data_dir)
     if study is None or not study.trials:
         return Markdown(NO_STUDY)
     best = _best(study)
     names = list(dict.fromkeys(name for trial in study.trials for name in trial.params))
+    resumed_as = {number: t.number for t in study.trials if (number := _continues(t)) is not None}
     rows = []
     for trial in study.trials:
         steps = trial.intermediate_values
         last = percent(steps[max(steps)], 2) if steps else "-"
         number = f"**{trial.number}**" if best is not None and trial.number == best.number else str(trial.number)
-        rows.append(
-            [number, *(trial.params.get(n, "-") for n in names), last, max(steps, default=0), STATES[trial.state]]
-        )
-    table = markdown_table(["trial", *names, "val acc (last epoch)", "epochs", "state"], rows)
+        state = _state(trial, resumed_as)
+        ran_on = trial.user_attrs.get("ran_on", "-")
+        rows.append([number, *(trial.params.get(n, "-") for n in names), last, max(steps, default=0), state, ran_on])
+    table = markdown_table(["trial", *names, "val acc (last epoch)", "epochs", "state", "ran on"], rows)
     verdict = (
         f" Trial {best.number} (in bold) has the best validation accuracy, {percent(best.value, 2)}."
         if best is not None

@@ -225,6 +225,7 @@ def test_a_trial_whose_worker_died_resumes_its_run_directory(tiny_zip, cache_dir
     assert history[:1] == first_epoch and len(history) == 2  # epoch 1 kept as it was, not trained again
     assert "resuming" in (run_dir / "train.log").read_text()
     assert resumed.intermediate_values == {r["epoch"]: r["val_acc"] for r in history}
+    assert "| interrupted, resumed as trial 1 |" in describe_study(storage)  # trial 0's state
 
 
 @pytest.mark.slow
@@ -245,6 +246,7 @@ def test_ctrl_c_queues_the_trial_again_to_resume_its_run_directory(tiny_zip, cac
     resumed = study.get_trials()[1]
     assert resumed.state == TrialState.COMPLETE and resumed.user_attrs["run_dir"] == str(run_dir)
     assert history_of(resumed)[:1] == first_epoch and len(history_of(resumed)) == 2
+    assert "| interrupted, resumed as trial 1 |" in describe_study(storage)  # trial 0's state
 
 
 @pytest.mark.slow
@@ -254,7 +256,10 @@ def test_the_book_gets_a_table_of_every_trial_and_optunas_plots(tiny_study, tmp_
     best = study.best_trial
     assert "2 trials" in table and f"| **{best.number}** | 64 | {best.params['lr']} |" in table
     for trial in study.trials:
-        assert f"| {trial.params['lr']} | {100 * trial.value:.2f}% | 2 | complete |" in table
+        environment = json.loads((Path(trial.user_attrs["run_dir"]) / "environment.json").read_text())
+        assert trial.user_attrs["ran_on"] == f"{environment['cpu']} ({environment['cpu_threads']} threads), fp32"
+        row_end = f"| {trial.params['lr']} | {100 * trial.value:.2f}% | 2 | complete | {trial.user_attrs['ran_on']} |"
+        assert row_end in table
     shown = save_study_plots(tmp_path, storage)
     for name in ("optimization_history", "intermediate_values"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000 and f"{name}.png" in shown

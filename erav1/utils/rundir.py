@@ -113,6 +113,13 @@ def environment_info(device: torch.device, precision: str) -> dict[str, Any]:
     return info
 
 
+def describe_hardware(environment: dict[str, Any]) -> str:
+    """What a run trained on, from its environment.json: the GPU's name, else the CPU's and its threads."""
+    if environment.get("gpu"):
+        return environment["gpu"]
+    return f"{environment.get('cpu', 'CPU')} ({environment.get('cpu_threads', '?')} threads)"
+
+
 def _compare(gap: float) -> str:
     points = abs(100 * gap)
     return "the same as" if points < 0.005 else f"{points:.2f} points {'above' if gap > 0 else 'below'}"
