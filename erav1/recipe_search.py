@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from erav1.published import RESULTS_DIR, published_file
-from erav1.utils.text import Markdown, markdown_table, percent
+from erav1.utils.text import Markdown, markdown_table, percent, recipe_changes, recipe_settings
 
 PUBLISHED_SEARCH = "recipe_search"  # the search's folder among the published files: every round, and the study
 SEARCH_DIR = Path(RESULTS_DIR) / PUBLISHED_SEARCH
@@ -32,11 +32,6 @@ REFERENCE: dict[str, object] = {
 }
 VAL_FRACTION = 0.1
 ROLES = ("val", "test")  # the run that chooses, and the run that is published
-
-
-def _describe_changes(changes: dict[str, object]) -> str:
-    different = {k: v for k, v in changes.items() if REFERENCE.get(k) != v}
-    return ", ".join(f"`{k}={v}`" for k, v in different.items()) or "none (the reference)"
 
 
 def load_rounds(folder: Path) -> list[dict]:
@@ -97,18 +92,21 @@ def describe_recipe_search(folder: Path | None = None, data_dir: str | os.PathLi
             else:
                 cells = [f"dropped after {val.get('epochs', 0)} epochs", "-", "-"]
             name = f"**{row['candidate']}**" if row is chosen else row["candidate"]
-            rows.append([r["round"], name, _describe_changes(row["changes"]), *cells])
+            rows.append([r["round"], name, recipe_changes(row["changes"], REFERENCE, "none (the reference)"), *cells])
     table = markdown_table(
         ["round", "candidate", "changes to the reference", "val acc (chooses)", "test acc", "train acc"], rows
     )
-    reference = ", ".join(f"`{k}={v}`" for k, v in REFERENCE.items())
     vals = [
         row["val"]["final"]["val_acc"] for r in rounds for row in r["candidates"] if row.get("val", {}).get("finished")
     ]
     return Markdown(
         f"Each candidate trained for {rounds[0]['epochs']} epochs twice, with the same seed: once on "
         f"{percent(1 - VAL_FRACTION, 0)} of the train images, scored on the held-out rest (val acc), and once "
-        "on all of them, scored on the test set. The reference recipe is " + reference + ".\n\n" + table + "\n\n"
+        "on all of them, scored on the test set. The reference recipe is "
+        + recipe_settings(REFERENCE)
+        + ".\n\n"
+        + table
+        + "\n\n"
         f"The validation accuracies span {100 * (max(vals) - min(vals)):.2f} points. The highest, "
         f"**{percent(chosen['val']['final']['val_acc'], 2)}** for **{chosen['candidate']}** "
         f"(round {chosen_round}), chose the recipe; the test column was filled in by the twins of the same "

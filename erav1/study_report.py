@@ -16,8 +16,8 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from erav1.published import published_file
 from erav1.recipe_search import PUBLISHED_SEARCH
-from erav1.recipe_study import STUDY_NAME
-from erav1.utils.text import Markdown, markdown_table, percent
+from erav1.recipe_study import STUDY_NAME, tidy
+from erav1.utils.text import Markdown, markdown_table, percent, recipe_changes, recipe_settings
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -78,28 +78,41 @@ def _best(study: optuna.Study) -> FrozenTrial | None:
 def describe_study(
     storage: str | None = None, name: str = STUDY_NAME, data_dir: str | os.PathLike = "~/.cache/erav1"
 ) -> Markdown:
-    """Every trial: its recipe, its last validation accuracy, how many epochs it trained, how it ended, where."""
+    """Every trial: what its recipe changes from trial 0's, its last validation accuracy, how it ended, where.
+
+    Trial 0 is the book's recipe (``scripts/search_recipe.py`` queues it first), so each row reads as an
+    experiment on it. A queued trial shows the recipe it will train.
+    """
     study = load_existing_study(storage, name, data_dir)
     if study is None or not study.trials:
         return Markdown(NO_STUDY)
     best = _best(study)
-    names = list(dict.fromkeys(name for trial in study.trials for name in trial.params))
+    reference = _recipe(study.trials[0])
     resumed_as = {number: t.number for t in study.trials if (number := _continues(t)) is not None}
     rows = []
     for trial in study.trials:
         steps = trial.intermediate_values
         last = percent(steps[max(steps)], 2) if steps else "-"
         number = f"**{trial.number}**" if best is not None and trial.number == best.number else str(trial.number)
-        state = _state(trial, resumed_as)
-        ran_on = trial.user_attrs.get("ran_on", "-")
-        rows.append([number, *(trial.params.get(n, "-") for n in names), last, max(steps, default=0), state, ran_on])
-    table = markdown_table(["trial", *names, "val acc (last epoch)", "epochs", "state", "ran on"], rows)
+        changes = recipe_changes(_recipe(trial), reference, "none (trial 0's recipe)")
+        state, ran_on = _state(trial, resumed_as), trial.user_attrs.get("ran_on", "-")
+        rows.append([number, changes, last, max(steps, default=0), state, ran_on])
+    table = markdown_table(["trial", "changes to trial 0", "val acc (last epoch)", "epochs", "state", "ran on"], rows)
     verdict = (
         f" Trial {best.number} (in bold) has the best validation accuracy, {percent(best.value, 2)}."
         if best is not None
         else " No trial has finished yet."
     )
-    return Markdown(f"{len(study.trials)} trials of the study `{study.study_name}`." + verdict + "\n\n" + table)
+    return Markdown(
+        f"{len(study.trials)} trials of the study `{study.study_name}`. Trial 0's recipe is "
+        f"{recipe_settings(reference)}; every other row lists what its recipe changes." + verdict + "\n\n" + table
+    )
+
+
+def _recipe(trial: FrozenTrial) -> dict[str, object]:
+    """The trial's parameters, or those a queued trial waits with; 0.3 rather than 0.30000000000000004."""
+    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    return {name: tidy(value) for name, value in params.items()}
 
 
 def draw_study(

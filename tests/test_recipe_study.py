@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from erav1.main import Config
 from erav1.recipe_study import SPACE as STUDY_SPACE
-from erav1.recipe_study import StudySettings, open_study, reference_recipe, run_name, run_study
+from erav1.recipe_study import StudySettings, first_trials, open_study, reference_recipe, run_name, run_study
 from erav1.study_report import NO_STUDY, describe_study, draw_study, save_study_plots
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,12 +254,13 @@ def test_the_book_gets_a_table_of_every_trial_and_optunas_plots(tiny_study, tmp_
     storage, study = tiny_study
     table = describe_study(storage)
     best = study.best_trial
-    assert "2 trials" in table and f"| **{best.number}** | 64 | {best.params['lr']} |" in table
-    for trial in study.trials:
+    assert "2 trials" in table and "Trial 0's recipe is `batch_size=64`, `lr=0.02`;" in table
+    for trial, changes in zip(study.trials, ["none (trial 0's recipe)", "`lr=0.05`"], strict=True):
         environment = json.loads((Path(trial.user_attrs["run_dir"]) / "environment.json").read_text())
         assert trial.user_attrs["ran_on"] == f"{environment['cpu']} ({environment['cpu_threads']} threads), fp32"
-        row_end = f"| {trial.params['lr']} | {100 * trial.value:.2f}% | 2 | complete | {trial.user_attrs['ran_on']} |"
-        assert row_end in table
+        number = f"**{trial.number}**" if trial.number == best.number else str(trial.number)
+        ran_on = trial.user_attrs["ran_on"]
+        assert f"| {number} | {changes} | {100 * trial.value:.2f}% | 2 | complete | {ran_on} |" in table
     shown = save_study_plots(tmp_path, storage)
     for name in ("optimization_history", "intermediate_values"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000 and f"{name}.png" in shown
@@ -282,6 +283,20 @@ def test_parameter_importances_are_drawn_once_accuracies_differ(tmp_path):
     study.add_trial(optuna.create_trial(params={"batch_size": 64, "lr": 0.05}, distributions=SPACE, value=0.5))
     assert "param_importances.png" in save_study_plots(tmp_path / "varied", storage)
     assert (tmp_path / "varied" / "param_importances.png").stat().st_size > 1000
+
+
+def test_the_table_shows_what_each_trial_changes_and_what_the_queued_ones_will_train(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(storage)
+    reference, *single = first_trials()[:3]
+    study.add_trial(optuna.create_trial(params=reference, distributions=STUDY_SPACE, value=0.9))
+    for params in single:
+        study.enqueue_trial(params)
+    table = describe_study(storage)
+    assert "| **0** | none (trial 0's recipe) | - | 0 | complete | - |" in table  # hand-made: no epochs, no machine
+    assert "| 1 | `ema_decay=0.995` | - | 0 | waiting | - |" in table
+    assert "| 2 | `batch_size=256`, `lr=0.2` | - | 0 | waiting | - |" in table
+    assert f"Trial 0's recipe is `batch_size={reference['batch_size']}`, `lr={reference['lr']}`," in table
 
 
 def test_without_a_study_the_book_says_so_in_one_sentence(tmp_path):

@@ -8,7 +8,7 @@ notebook displays it as formatted text, a terminal prints it as plain text.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 
@@ -28,6 +28,16 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
 
 def percent(fraction: float, digits: int = 1) -> str:
     return f"{100 * fraction:.{digits}f}%"
+
+
+def recipe_settings(recipe: Mapping[str, object]) -> str:
+    """``{"lr": 0.4, "nesterov": True}`` -> ```lr=0.4`, `nesterov=True``: a recipe as a table cell or a sentence."""
+    return ", ".join(f"`{name}={value}`" for name, value in recipe.items())
+
+
+def recipe_changes(recipe: Mapping[str, object], reference: Mapping[str, object], same: str) -> str:
+    """The settings of ``recipe`` that differ from ``reference``, or ``same`` where none does."""
+    return recipe_settings({k: v for k, v in recipe.items() if reference.get(k) != v}) or same
 
 
 def refresh_block(path: Path, start: str, end: str, body: str) -> bool:
