@@ -102,11 +102,8 @@ def describe_recipe_search(folder: Path | None = None, data_dir: str | os.PathLi
     return Markdown(
         f"Each candidate trained for {rounds[0]['epochs']} epochs twice, with the same seed: once on "
         f"{percent(1 - VAL_FRACTION, 0)} of the train images, scored on the held-out rest (val acc), and once "
-        "on all of them, scored on the test set. The reference recipe is "
-        + recipe_settings(REFERENCE)
-        + ".\n\n"
-        + table
-        + "\n\n"
+        f"on all of them, scored on the test set. The reference recipe is {recipe_settings(REFERENCE)}.\n\n"
+        f"{table}\n\n"
         f"The validation accuracies span {100 * (max(vals) - min(vals)):.2f} points. The highest, "
         f"**{percent(chosen['val']['final']['val_acc'], 2)}** for **{chosen['candidate']}** "
         f"(round {chosen_round}), chose the recipe; the test column was filled in by the twins of the same "
