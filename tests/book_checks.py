@@ -15,12 +15,25 @@ CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
 EXPECTED_FIGURES = {
     "01_data": 3,  # samples per class, augmentations, the two Cutout fills
     "02_model": 1,  # feature-map sizes
-    "03_training": 4,  # LR range test, loss, accuracy, learning rate
+    "03_training": 4,  # LR range test, loss, accuracy, learning rate; and study_figures()
     "04_evaluation": 2,  # class accuracy, confusion matrix
     "05_misclassified": 1,  # the gallery
     "06_gradcam": 1,  # the CAM grid
     "07_trust": 5,  # layers, methods, ROAD curves, rank correlations, randomised maps
 }
+
+
+def study_figures() -> int:
+    """How many of Optuna's plots chapter 3 shows of the committed study: none before it has a trial."""
+    import matplotlib.pyplot as plt
+
+    from erav1.study_report import draw_study
+
+    drawn, _ = draw_study()
+    plt.close("all")
+    return len(drawn)
+
+
 COLAB_BADGE = "images/colab-badge.svg"  # vendored beside the chapters
 
 
