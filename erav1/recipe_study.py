@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -121,11 +121,13 @@ def open_study(
     seed: int | None = None,
     heartbeat_interval: int = 30,
     grace_period: int = 120,
+    planned: Sequence[Mapping[str, Any]] = (),
 ) -> optuna.Study:
     """Create the study, or load it to continue; a trial without a heartbeat for ``grace_period`` s is retried.
 
     The retry is Optuna's own: the stale trial fails and a new one with its parameters is queued, which
-    resumes the stale trial's run directory. TPE's constant liar keeps parallel trials apart, and its
+    resumes the stale trial's run directory. The ``planned`` trials run first, in order (see
+    :func:`ask_in_order`). TPE's constant liar keeps parallel trials apart, and its
     multivariate model learns levers that act together (the peak lr with the batch size it should scale
     with, and with its warm-up share) rather than each one alone.
     """
@@ -149,7 +151,7 @@ def open_study(
         sampler=sampler,
         pruner=pruner or default_pruner(),
     )
-    return one_ask_at_a_time(study)
+    return ask_in_order(study, planned)
 
 
 def write_ahead_log(database: Path) -> None:
@@ -164,23 +166,36 @@ def write_ahead_log(database: Path) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
-def one_ask_at_a_time(study: optuna.Study) -> optuna.Study:
-    """Make the ``n_jobs`` threads of this process take queued trials one at a time.
+def ask_in_order(study: optuna.Study, planned: Sequence[Mapping[str, Any]] = ()) -> optuna.Study:
+    """Make this process's threads take trials one at a time, and an interrupted trial before a new one.
 
-    Optuna takes a queued trial (the reference recipe, a retried stale one) by reading it as waiting and
-    then marking it running, under a row lock that SQLite does not have (optuna#4002). Two threads
-    could both take it, and train the same recipe twice into one run directory. A lock around
-    ``ask`` closes the race in this process; several processes or machines need a server database
-    (PostgreSQL, MySQL), whose row locks Optuna uses.
+    Optuna takes a queued trial (a planned one, a retried stale one) by reading it as waiting and then
+    marking it running, under a row lock that SQLite does not have (optuna#4002). Two threads could
+    both take it, and train the same recipe twice into one run directory. A lock around ``ask`` closes
+    the race in this process; several processes or machines need a server database (PostgreSQL, MySQL),
+    whose row locks Optuna uses.
+
+    Optuna takes queued trials oldest first. Were all the planned trials queued at once, a trial queued
+    again after an interruption would wait behind every one of them, and each ended lease would leave
+    one more run half-trained. So the next planned trial is queued only when no other trial waits.
     """
     lock, ask = threading.Lock(), study.ask
 
-    def locked_ask(*args: Any, **kwargs: Any) -> optuna.Trial:
+    def ask_next(*args: Any, **kwargs: Any) -> optuna.Trial:
         with lock:
+            queue_next(study, planned)
             return ask(*args, **kwargs)
 
-    study.ask = locked_ask  # type: ignore[method-assign]  # optimize() asks through the instance
+    study.ask = ask_next  # type: ignore[method-assign]  # optimize() asks through the instance
     return study
+
+
+def queue_next(study: optuna.Study, planned: Sequence[Mapping[str, Any]]) -> None:
+    """Queue the first planned trial that the study has never held, unless a trial already waits."""
+    for params in planned:
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return
+        study.enqueue_trial(dict(params), skip_if_exists=True)
 
 
 def reference_recipe(space: Mapping[str, BaseDistribution] = SPACE) -> dict[str, Any]:

@@ -55,9 +55,8 @@ def main() -> None:
     args, train_args = parser.parse_known_args()
 
     load_data(args.data, args.data_dir)  # decode once into the cache, so that the trials only read it
-    study = open_study(args.storage, args.study, default_pruner(args.epochs))
-    for params in first_trials():  # the book's recipe, the yardstick, then one lever at a time
-        study.enqueue_trial(params, skip_if_exists=True)
+    # the book's recipe, the yardstick, then one lever at a time; an interrupted trial resumes before each
+    study = open_study(args.storage, args.study, default_pruner(args.epochs), planned=first_trials())
     settings = StudySettings(
         data=args.data,
         runs=args.runs,

@@ -100,6 +100,26 @@ def test_two_threads_never_take_the_same_queued_trial(tmp_path, monkeypatch):
     assert sorted(taken) == [(0, 0.02), (1, 0.05)]
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() outside optimize(), on purpose
+def test_an_interrupted_trial_resumes_before_the_next_planned_one(tmp_path):
+    """A worker dies in the first planned trial. Optuna retries it by queueing its parameters again, and
+    takes queued trials oldest first: the retry must not wait behind the rest of the plan."""
+    storage, lrs = f"sqlite:///{tmp_path / 'study.db'}", [0.02, 0.05, 0.1]
+    planned = [{"lr": lr} for lr in lrs]
+    died = open_study(storage, heartbeat_interval=1, grace_period=1, planned=planned).ask()
+    assert died.suggest_categorical("lr", lrs) == 0.02
+    died.study._storage.record_heartbeat(died._trial_id)  # what the dead worker's heartbeat thread last did
+    time.sleep(2.5)  # past the grace period
+
+    study = open_study(storage, heartbeat_interval=1, grace_period=1, planned=planned)
+    taken = []
+    study.optimize(lambda t: taken.append(t.suggest_categorical("lr", lrs)) or 0.0, n_trials=3)
+    assert taken == [0.02, 0.05, 0.1]  # the retry of the first, then the plan goes on
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
+    study.optimize(lambda t: taken.append(t.suggest_categorical("lr", lrs)) or 0.0, n_trials=1)
+    assert len(study.get_trials()) == 5 and "fixed_params" not in study.trials[-1].system_attrs  # planned once
+
+
 @pytest.mark.slow
 def test_trials_run_erav1_train_and_report_every_epoch_of_its_history(tiny_study):
     _, study = tiny_study
