@@ -339,8 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _install_interrupt_handlers() -> None:
+def install_interrupt_handlers() -> None:
     """Ctrl-C and SIGTERM (a job scheduler stopping the run) both stop training cleanly.
+
+    The scripts that drive ``erav1 train`` (the recipe study, the seeds) install them too: stopped by
+    ``kill``, they stop their trainers the same way and keep what can resume.
 
     SIGINT gets Python's own handler even when the parent started us with it ignored
     (as non-interactive shells do for background jobs), so ``kill -INT`` still works.
@@ -358,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # report it from the subcommand, whose --help lists its options
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    _install_interrupt_handlers()
+    install_interrupt_handlers()
     try:
         return args.handler(args)
     except Erav1Error as exc:

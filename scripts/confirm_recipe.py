@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from erav1.book.refresh import refresh_if_published
+from erav1.cli import install_interrupt_handlers
 from erav1.errors import Erav1Error
 from erav1.publish import CONFIRMATION_SEEDS, add_seed_runs, publish_run, recipe_changes, recipe_options, summary_seeds
 from erav1.published import RESULTS_DIR, SUMMARY
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(RESULTS_DIR), help="where summary.json and the weights go")
     parser.add_argument("--device", default="auto", help="erav1 train --device, and the device publish scores on")
     args, train_args = parser.parse_known_args()
+    install_interrupt_handlers()  # kill -INT or -TERM stops it as Ctrl-C does, even when started with '&'
 
     if args.published:
         confirm_published(args, train_args)

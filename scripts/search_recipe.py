@@ -16,6 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from erav1.cli import install_interrupt_handlers
 from erav1.recipe_study import (
     RUNS,
     STORAGE,
@@ -53,6 +54,7 @@ def main() -> None:
         help="the command before 'train', e.g. 'torchrun --nproc-per-node=2 -m erav1'",
     )
     args, train_args = parser.parse_known_args()
+    install_interrupt_handlers()  # kill -INT or -TERM stops it as Ctrl-C does, even when started with '&'
 
     load_data(args.data, args.data_dir)  # decode once into the cache, so that the trials only read it
     # the book's recipe, the yardstick, then one lever at a time; an interrupted trial resumes before each

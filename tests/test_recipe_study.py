@@ -270,6 +270,33 @@ def test_ctrl_c_queues_the_trial_again_to_resume_its_run_directory(tiny_zip, cac
 
 
 @pytest.mark.slow
+def test_kill_stops_a_background_worker_as_ctrl_c_does(tiny_zip, cache_dir, tmp_path):
+    """``nohup scripts/search_recipe.py ... &`` starts with SIGINT ignored, as a shell's background job;
+    plain ``kill`` (SIGTERM) must still stop its trainer at an epoch's end and queue the trial again."""
+    storage, runs = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "runs"
+    command = [sys.executable, str(ROOT / "scripts/search_recipe.py"), "--data", str(tiny_zip)]
+    command += ["--data-dir", str(cache_dir), "--storage", storage, "--runs", str(runs), "--epochs", "5"]
+    command += ["--trials", "1", "--device", "cpu", "--precision", "fp32"]
+    worker = subprocess.Popen(command, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 300
+    while not any(len(json.loads(p.read_text())) >= 1 for p in runs.glob("*/history.json")):
+        assert worker.poll() is None and time.monotonic() < deadline, "the worker ended before its first epoch"
+        time.sleep(0.05)
+    worker.terminate()  # the worker only: it stops its trainer itself
+    assert worker.wait(120) != 0
+    (run_dir,) = runs.iterdir()
+    orphans = trainers_in(run_dir)
+    for pid in orphans:  # so that a failure leaves no trainer behind
+        os.kill(pid, signal.SIGKILL)
+    assert orphans == [], "the trainer outlived its worker"
+    assert 1 <= torch.load(run_dir / "last.pt", weights_only=True)["epoch"] < 5
+    interrupted, queued = open_study(storage).get_trials()
+    assert (interrupted.state, queued.state) == (TrialState.FAIL, TrialState.WAITING)
+    assert queued.system_attrs["fixed_params"] == interrupted.params == reference_recipe()
+    assert queued.user_attrs["resumes"] == 0
+
+
+@pytest.mark.slow
 def test_the_book_gets_a_table_of_every_trial_and_optunas_plots(tiny_study, tmp_path):
     storage, study = tiny_study
     table = describe_study(storage)
