@@ -30,6 +30,10 @@ STATES = {
     TrialState.FAIL: "fail",
     TrialState.WAITING: "waiting",
 }
+AXIS_LABELS = {  # (x, y) of draw_study's plots, in the study's own terms
+    "optimization_history": ("trial", "validation accuracy (last epoch)"),
+    "intermediate_values": ("epoch", "validation accuracy"),
+}
 
 
 PUBLISHED_STUDY = f"{PUBLISHED_SEARCH}/study.db"  # among the published files
@@ -142,6 +146,8 @@ def draw_study(
     with warnings.catch_warnings():  # Optuna's matplotlib plots are "experimental" since Optuna 2.2
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         drawn = {figure_name: plot(study) for figure_name, plot in figures.items()}
+    for figure_name, (x, y) in AXIS_LABELS.items():  # Optuna's generic "Objective Value" and "Step"
+        drawn[figure_name].set(xlabel=x, ylabel=y)
     return drawn, Markdown("\n\n".join(notes)) if notes else None
 
 

@@ -317,6 +317,10 @@ def test_the_book_gets_a_table_of_every_trial_and_optunas_plots(tiny_study, tmp_
         "importances are drawn, or the note says why not"
     )
     assert all(len(axes.get_children()) > 0 for axes in drawn.values())
+    assert (drawn["intermediate_values"].get_xlabel(), drawn["intermediate_values"].get_ylabel()) == (
+        "epoch",
+        "validation accuracy",
+    )
 
 
 def test_parameter_importances_are_drawn_once_accuracies_differ(tmp_path):
