@@ -192,10 +192,13 @@ def ask_in_order(study: optuna.Study, planned: Sequence[Mapping[str, Any]] = ())
 
 def queue_next(study: optuna.Study, planned: Sequence[Mapping[str, Any]]) -> None:
     """Queue the first planned trial that the study has never held, unless a trial already waits."""
-    for params in planned:
-        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            return
-        study.enqueue_trial(dict(params), skip_if_exists=True)
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.WAITING for t in trials):
+        return
+    held = [t.system_attrs.get("fixed_params", t.params) for t in trials]  # a queued trial has no params yet
+    unheld = next((dict(params) for params in planned if dict(params) not in held), None)
+    if unheld is not None:
+        study.enqueue_trial(unheld)
 
 
 def reference_recipe(space: Mapping[str, BaseDistribution] = SPACE) -> dict[str, Any]:
