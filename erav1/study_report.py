@@ -138,11 +138,12 @@ def draw_study(
         "intermediate_values": plots.plot_intermediate_values,
     }
     notes = []
-    if _importances_defined(study):
+    varied = _varied_params(study)
+    if len(varied) >= 2:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        figures["param_importances"] = lambda s: plots.plot_param_importances(s, evaluator=evaluator)
+        figures["param_importances"] = lambda s: plots.plot_param_importances(s, evaluator=evaluator, params=varied)
     else:
-        notes.append("No parameter importances yet: they need complete trials whose parameters and accuracies differ.")
+        notes.append(_no_importances(varied))
     with warnings.catch_warnings():  # Optuna's matplotlib plots are "experimental" since Optuna 2.2
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         drawn = {figure_name: plot(study) for figure_name, plot in figures.items()}
@@ -168,10 +169,24 @@ def save_study_plots(out: Path, storage: str | None = None, name: str = STUDY_NA
     return Markdown("\n\n".join([*lines, note] if note else lines))
 
 
-def _importances_defined(study: optuna.Study) -> bool:
-    """Importances explain how accuracy varies with the parameters: both must vary over complete trials."""
+def _varied_params(study: optuna.Study) -> list[str]:
+    """The parameters that take more than one value over the complete trials, if their accuracies differ.
+
+    Importances can only rank these: fANOVA's forest also hands shares to parameters that every complete
+    trial set alike (on this study's first two trials, which differ in ``ema_decay`` alone, it gave ``lr`` more
+    than ``ema_decay``), and those shares say nothing about the trials.
+    """
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    params_vary = (
-        any(len({repr(t.params.get(n)) for t in complete}) > 1 for n in complete[0].params) if complete else False
+    if len({t.value for t in complete}) < 2:
+        return []
+    return [name for name in complete[0].params if len({repr(t.params.get(name)) for t in complete}) > 1]
+
+
+def _no_importances(varied: list[str]) -> str:
+    """Why chapter 3 shows no importances: one varied parameter explains every difference by itself."""
+    if not varied:
+        return "No parameter importances yet: they need complete trials whose parameters and accuracies differ."
+    return (
+        f"No parameter importances yet: of the complete trials' parameters only `{varied[0]}` varies, so it "
+        "explains every difference by itself. Importances rank two or more."
     )
-    return len(complete) >= 2 and params_vary and len({t.value for t in complete}) > 1

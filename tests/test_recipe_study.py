@@ -323,17 +323,31 @@ def test_the_book_gets_a_table_of_every_trial_and_optunas_plots(tiny_study, tmp_
     )
 
 
-def test_parameter_importances_are_drawn_once_accuracies_differ(tmp_path):
-    """Optuna's fANOVA plot, on hand-made trials: the tiny real ones may all score the same on 10 images."""
+def test_parameter_importances_rank_only_the_parameters_that_varied(tmp_path):
+    """Optuna's fANOVA plot, on hand-made trials of the real space: the tiny real ones may all score alike.
+
+    Given every parameter, fANOVA also ranks those that all complete trials share (the book's first two
+    trials, which differ in ``ema_decay`` alone, put ``lr`` and ``pct_start`` ahead of it).
+    """
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = open_study(storage)
-    for lr, acc in [(0.02, 0.3), (0.05, 0.3)]:
-        study.add_trial(optuna.create_trial(params={"batch_size": 64, "lr": lr}, distributions=SPACE, value=acc))
-    assert "need complete trials" in save_study_plots(tmp_path / "tied", storage)
-    assert not (tmp_path / "tied" / "param_importances.png").exists()
-    study.add_trial(optuna.create_trial(params={"batch_size": 64, "lr": 0.05}, distributions=SPACE, value=0.5))
-    assert "param_importances.png" in save_study_plots(tmp_path / "varied", storage)
-    assert (tmp_path / "varied" / "param_importances.png").stat().st_size > 1000
+    reference = reference_recipe()
+
+    def add(changes, acc):
+        study.add_trial(optuna.create_trial(params=reference | changes, distributions=STUDY_SPACE, value=acc))
+
+    add({}, 0.90)
+    add({"ema_decay": 0.995}, 0.90)
+    assert "need complete trials whose parameters and accuracies differ" in save_study_plots(tmp_path / "a", storage)
+    add({"ema_decay": 0.995}, 0.88)
+    assert "only `ema_decay` varies" in save_study_plots(tmp_path / "b", storage)
+    assert not (tmp_path / "b" / "param_importances.png").exists()
+    add({"label_smoothing": 0.0}, 0.93)
+    assert "param_importances.png" in save_study_plots(tmp_path / "c", storage)
+    assert (tmp_path / "c" / "param_importances.png").stat().st_size > 1000
+    drawn, note = draw_study(storage)
+    ranked = {label.get_text() for label in drawn["param_importances"].get_yticklabels()}
+    assert ranked == {"ema_decay", "label_smoothing"} and note is None
 
 
 def test_the_table_shows_what_each_trial_changes_and_what_the_queued_ones_will_train(tmp_path):
