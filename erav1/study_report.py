@@ -183,7 +183,7 @@ def _varied_params(study: optuna.Study) -> list[str]:
 
 
 def _no_importances(varied: list[str]) -> str:
-    """Why chapter 3 shows no importances: one varied parameter explains every difference by itself."""
+    """Why chapter 3 shows no importances yet: nothing varied, or one parameter explains every difference alone."""
     if not varied:
         return "No parameter importances yet: they need complete trials whose parameters and accuracies differ."
     return (
