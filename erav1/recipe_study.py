@@ -370,6 +370,7 @@ def train_command(run_dir: Path, options: dict[str, Any], settings: StudySetting
 
 def train_and_report(trial: optuna.Trial, command: list[str], run_dir: Path, lock: int, poll_s: float) -> list[dict]:
     """Run ``command``; report each epoch of its history.json as it lands; prune it when Optuna says so."""
+    earlier = len(read_history(run_dir))  # a resumed run's epochs, trained before, maybe on another machine
     with open(run_dir / "train.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, pass_fds=(lock,))
     history: list[dict] = []
@@ -377,9 +378,9 @@ def train_and_report(trial: optuna.Trial, command: list[str], run_dir: Path, loc
         while True:
             ended = process.poll() is not None  # before reading, so that the last epoch is never missed
             for record in read_history(run_dir)[len(history) :]:
-                if not history:  # the trainer wrote environment.json before its history: this worker's machine
-                    trial.set_user_attr("ran_on", ran_on(run_dir))
                 history.append(record)
+                if len(history) == earlier + 1:  # this trainer's first epoch: it wrote environment.json before it
+                    trial.set_user_attr("ran_on", ran_on(run_dir))
                 trial.report(record["val_acc"], record["epoch"])
                 if not ended and trial.should_prune():  # an ended run has nothing left to save
                     stop(process)
@@ -398,6 +399,8 @@ def train_and_report(trial: optuna.Trial, command: list[str], run_dir: Path, loc
         raise KeyboardInterrupt(f"erav1 train was interrupted; trial {trial.number} is queued again")
     if process.returncode != 0:
         raise TrainingFailed(f"erav1 train exited with status {process.returncode}; see {run_dir / 'train.log'}")
+    if len(history) == earlier:  # the run had finished before its worker died: environment.json is its trainer's
+        trial.set_user_attr("ran_on", ran_on(run_dir))
     return history
 
 

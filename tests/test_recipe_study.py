@@ -24,6 +24,7 @@ from erav1.main import Config
 from erav1.recipe_study import SPACE as STUDY_SPACE
 from erav1.recipe_study import StudySettings, first_trials, open_study, reference_recipe, run_name, run_study
 from erav1.study_report import NO_STUDY, describe_study, draw_study, save_study_plots
+from erav1.utils.rundir import describe_hardware
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {"batch_size": CategoricalDistribution([64]), "lr": CategoricalDistribution([0.02, 0.05])}
@@ -231,6 +232,8 @@ def test_a_trial_whose_worker_died_resumes_its_run_directory(tiny_zip, cache_dir
     os.killpg(worker.pid, signal.SIGKILL)  # the worker and its trainer die mid-run, as when a lease ends
     worker.wait()
     run_dir, first_epoch = one_epoch_run(runs)
+    environment = run_dir / "environment.json"  # as if epoch 1 had trained on another machine of the study
+    environment.write_text(json.dumps(json.loads(environment.read_text()) | {"cpu": "another machine", "gpu": None}))
     study = open_study(storage, heartbeat_interval=1, grace_period=1)
     assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
     time.sleep(2.5)  # past the grace period
@@ -246,6 +249,8 @@ def test_a_trial_whose_worker_died_resumes_its_run_directory(tiny_zip, cache_dir
     assert "resuming" in (run_dir / "train.log").read_text()
     assert resumed.intermediate_values == {r["epoch"]: r["val_acc"] for r in history}
     assert "| interrupted, resumed as trial 1 |" in describe_study(storage)  # trial 0's state
+    assert resumed.user_attrs["ran_on"] == f"{describe_hardware(json.loads(environment.read_text()))}, fp32"
+    assert "another machine" not in resumed.user_attrs["ran_on"], "the epoch trained elsewhere named the machine"
 
 
 @pytest.mark.slow
@@ -304,7 +309,7 @@ def test_the_book_gets_a_table_of_every_trial_and_optunas_plots(tiny_study, tmp_
     assert "2 trials" in table and "Trial 0's recipe is `batch_size=64`, `lr=0.02`;" in table
     for trial, changes in zip(study.trials, ["none (trial 0's recipe)", "`lr=0.05`"], strict=True):
         environment = json.loads((Path(trial.user_attrs["run_dir"]) / "environment.json").read_text())
-        assert trial.user_attrs["ran_on"] == f"{environment['cpu']} ({environment['cpu_threads']} threads), fp32"
+        assert trial.user_attrs["ran_on"] == f"{describe_hardware(environment)}, fp32"
         number = f"**{trial.number}**" if trial.number == best.number else str(trial.number)
         ran_on = trial.user_attrs["ran_on"]
         assert f"| {number} | {changes} | {100 * trial.value:.2f}% | 2 | complete | {ran_on} |" in table

@@ -41,6 +41,13 @@ def test_short_real_run_learns_and_writes_every_run_file(tiny_run):
     assert all(torch.equal(weights[k], v) for k, v in tiny_run.model.state_dict().items())
 
 
+def test_a_runs_hardware_reads_as_its_gpu_or_its_cpu_and_threads():
+    cpu = {"cpu": "Intel(R) Xeon(R) Processor", "gpu": None}
+    assert rundir.describe_hardware(cpu | {"cpu_threads": 1}) == "Intel(R) Xeon(R) Processor (1 thread)"
+    assert rundir.describe_hardware(cpu | {"cpu_threads": 2}) == "Intel(R) Xeon(R) Processor (2 threads)"
+    assert rundir.describe_hardware(cpu | {"cpu_threads": 2, "gpu": "NVIDIA H200"}) == "NVIDIA H200"
+
+
 def test_seeded_cpu_runs_are_deterministic(tiny_run, cifar_zip, cache_dir, tmp_path):
     again = fit(tiny_config(cifar_zip, cache_dir, tmp_path / "again"), progress=False)
     assert without_timing(again.history) == without_timing(tiny_run.history)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from erav1.errors import Erav1Error
+from erav1.utils.rundir import describe_hardware
 from erav1.utils.text import markdown_table, refresh_block
 
 BENCH_DIR = Path("book") / "results" / "bench"
@@ -58,7 +59,7 @@ def bench_table(results: list[tuple[str, dict[str, Any]]]) -> str:
         env, settings, full = r["environment"], r["settings"], r["full_run"]
         rows.append(
             [
-                env.get("gpu") or f"{env['cpu']} ({env['cpu_threads']} thread{'s' * (env['cpu_threads'] != 1)})",
+                describe_hardware(env),
                 f"{env['device']}, {env['precision']}" + _compiled(settings.get("compile")),
                 settings["batch_size"],
                 f"{r['erav1']['images_per_s']:.1f}",

@@ -117,7 +117,8 @@ def describe_hardware(environment: dict[str, Any]) -> str:
     """What a run trained on, from its environment.json: the GPU's name, else the CPU's and its threads."""
     if environment.get("gpu"):
         return environment["gpu"]
-    return f"{environment.get('cpu', 'CPU')} ({environment.get('cpu_threads', '?')} threads)"
+    threads = environment.get("cpu_threads", "?")
+    return f"{environment.get('cpu', 'CPU')} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def _compare(gap: float) -> str:
