@@ -252,6 +252,12 @@ def test_a_trial_whose_worker_died_resumes_its_run_directory(tiny_zip, cache_dir
     assert resumed.user_attrs["ran_on"] == f"{describe_hardware(json.loads(environment.read_text()))}, fp32"
     assert "another machine" not in resumed.user_attrs["ran_on"], "the epoch trained elsewhere named the machine"
 
+    study.enqueue_trial(resumed.params)  # as if the worker had died once its run had finished: nothing to train
+    run_study(study, settings(tiny_zip, cache_dir, runs), trials=2, space=SPACE)
+    finished = study.get_trials()[-1]
+    assert finished.state == TrialState.COMPLETE and history_of(finished) == history
+    assert finished.user_attrs["ran_on"] == resumed.user_attrs["ran_on"]  # the run's own trainer's machine
+
 
 @pytest.mark.slow
 def test_ctrl_c_queues_the_trial_again_to_resume_its_run_directory(tiny_zip, cache_dir, tmp_path):
