@@ -85,6 +85,26 @@ ONE_LEVER_AT_A_TIME: tuple[dict[str, Any], ...] = (
 )
 
 
+class RetryOnce(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a stale trial, queued once even when two of this worker's threads both failed it.
+
+    Every thread of ``optimize`` fails the stale trials before it asks for one. Optuna marks a trial failed by
+    reading its row and writing it back, with no row lock on SQLite between the two (as in optuna#4002), so
+    two threads could both fail the same trial, and each queued a retry: the same run queued twice (the
+    book's study retried trial 6 as trials 8 and 10). Several processes on one study need a server database.
+    """
+
+    def __init__(self, max_retry: int | None = None) -> None:
+        super().__init__(max_retry)
+        self._lock = threading.Lock()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        with self._lock:
+            retried = (t.system_attrs.get("retry_history", []) for t in study.get_trials(deepcopy=False))
+            if not any(trial.number in history for history in retried):
+                super().__call__(study, trial)
+
+
 class TrainingFailed(Erav1Error):
     """``erav1 train`` ended with an error (diverged, out of memory): the trial fails, the study goes on."""
 
@@ -140,7 +160,7 @@ def open_study(
             engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else None,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            heartbeat_stale_trial_callback=RetryOnce(max_retry=3),
         )
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     study = optuna.create_study(

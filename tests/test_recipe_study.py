@@ -121,6 +121,40 @@ def test_an_interrupted_trial_resumes_before_the_next_planned_one(tmp_path):
     assert len(study.get_trials()) == 5 and "fixed_params" not in study.trials[-1].system_attrs  # planned once
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() outside optimize(), on purpose
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # fail_stale_trials, as optimize calls it
+def test_two_threads_that_both_fail_a_stale_trial_queue_one_retry(tmp_path, monkeypatch):
+    """Each thread of ``optimize`` fails the stale trials first, and marks one failed by reading its row and
+    writing it back, unlocked on SQLite. The window is widened here to 0.3 s: both threads fail the dead
+    worker's trial, and without ``RetryOnce`` each queues a retry, so the same run is queued twice."""
+    import threading
+
+    from optuna.storages._rdb import models
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    died = open_study(storage, heartbeat_interval=1, grace_period=1).ask()
+    died.suggest_categorical("lr", [0.02, 0.05])
+    died.study._storage.record_heartbeat(died._trial_id)  # what the dead worker's heartbeat thread last did
+    time.sleep(2.5)  # past the grace period
+    find = models.TrialModel.find_or_raise_by_id
+
+    def slow_find(trial_id, session, for_update=False):
+        row = find(trial_id, session, for_update=for_update)
+        if for_update:
+            time.sleep(0.3)
+        return row
+
+    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", staticmethod(slow_find))
+    study = open_study(storage, heartbeat_interval=1, grace_period=1)
+    threads = [threading.Thread(target=optuna.storages.fail_stale_trials, args=(study,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    retries = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.system_attrs["retry_history"] for t in retries] == [[died.number]]
+
+
 @pytest.mark.slow
 def test_trials_run_erav1_train_and_report_every_epoch_of_its_history(tiny_study):
     _, study = tiny_study
