@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -76,15 +77,12 @@ def tiny_study(tiny_zip, cache_dir, tmp_path_factory) -> tuple[str, optuna.Study
     return storage, study
 
 
-def test_two_threads_never_take_the_same_queued_trial(tmp_path, monkeypatch):
-    """Optuna marks a queued trial running by reading its row and writing it back; on SQLite nothing
-    locks the row in between (optuna#4002). The window is widened here to 0.3 s: without the lock
-    around ``ask`` both threads take trial 0, train it twice, and leave trial 1 queued."""
+@pytest.fixture
+def slow_row_updates(monkeypatch) -> None:
+    """Optuna updates a trial by reading its row "for update" and writing it back; SQLite locks nothing in
+    between (optuna#4002). This widens that window to 0.3 s, so that two threads meet in it every time."""
     from optuna.storages._rdb import models
 
-    study = open_study(f"sqlite:///{tmp_path / 'study.db'}", seed=0)
-    for lr in (0.02, 0.05):
-        study.enqueue_trial({"batch_size": 64, "lr": lr})
     find = models.TrialModel.find_or_raise_by_id
 
     def slow_find(trial_id, session, for_update=False):
@@ -94,11 +92,25 @@ def test_two_threads_never_take_the_same_queued_trial(tmp_path, monkeypatch):
         return row
 
     monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", staticmethod(slow_find))
+
+
+def test_two_threads_never_take_the_same_queued_trial(tmp_path, slow_row_updates):
+    """Optuna marks a queued trial running by reading its row and writing it back (``slow_row_updates``):
+    without the lock around ``ask`` both threads take trial 0, train it twice, and leave trial 1 queued."""
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}", seed=0)
+    for lr in (0.02, 0.05):
+        study.enqueue_trial({"batch_size": 64, "lr": lr})
     taken = []
     study.optimize(
         lambda t: taken.append((t.number, t.suggest_categorical("lr", [0.02, 0.05]))) or 0.0, n_trials=2, n_jobs=2
     )
     assert sorted(taken) == [(0, 0.02), (1, 0.05)]
+
+
+def let_its_worker_die(trial: optuna.Trial) -> None:
+    """What a dead worker leaves behind: its trial running, with a heartbeat older than the grace period (1 s)."""
+    trial.study._storage.record_heartbeat(trial._trial_id)  # what its heartbeat thread last did
+    time.sleep(2.5)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() outside optimize(), on purpose
@@ -109,8 +121,7 @@ def test_an_interrupted_trial_resumes_before_the_next_planned_one(tmp_path):
     planned = [{"lr": lr} for lr in lrs]
     died = open_study(storage, heartbeat_interval=1, grace_period=1, planned=planned).ask()
     assert died.suggest_categorical("lr", lrs) == 0.02
-    died.study._storage.record_heartbeat(died._trial_id)  # what the dead worker's heartbeat thread last did
-    time.sleep(2.5)  # past the grace period
+    let_its_worker_die(died)
 
     study = open_study(storage, heartbeat_interval=1, grace_period=1, planned=planned)
     taken = []
@@ -123,28 +134,14 @@ def test_an_interrupted_trial_resumes_before_the_next_planned_one(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() outside optimize(), on purpose
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # fail_stale_trials, as optimize calls it
-def test_two_threads_that_both_fail_a_stale_trial_queue_one_retry(tmp_path, monkeypatch):
+def test_two_threads_that_both_fail_a_stale_trial_queue_one_retry(tmp_path, slow_row_updates):
     """Each thread of ``optimize`` fails the stale trials first, and marks one failed by reading its row and
-    writing it back, unlocked on SQLite. The window is widened here to 0.3 s: both threads fail the dead
-    worker's trial, and without ``RetryOnce`` each queues a retry, so the same run is queued twice."""
-    import threading
-
-    from optuna.storages._rdb import models
-
+    writing it back (``slow_row_updates``): both threads fail the dead worker's trial, and without
+    ``RetryOnce`` each queues a retry, so the same run is queued twice."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     died = open_study(storage, heartbeat_interval=1, grace_period=1).ask()
     died.suggest_categorical("lr", [0.02, 0.05])
-    died.study._storage.record_heartbeat(died._trial_id)  # what the dead worker's heartbeat thread last did
-    time.sleep(2.5)  # past the grace period
-    find = models.TrialModel.find_or_raise_by_id
-
-    def slow_find(trial_id, session, for_update=False):
-        row = find(trial_id, session, for_update=for_update)
-        if for_update:
-            time.sleep(0.3)
-        return row
-
-    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", staticmethod(slow_find))
+    let_its_worker_die(died)
     study = open_study(storage, heartbeat_interval=1, grace_period=1)
     threads = [threading.Thread(target=optuna.storages.fail_stale_trials, args=(study,)) for _ in range(2)]
     for thread in threads:
