@@ -90,8 +90,8 @@ class RetryOnce(optuna.storages.RetryHeartbeatStaleTrialCallback):
 
     Every thread of ``optimize`` fails the stale trials before it asks for one. Optuna marks a trial failed by
     reading its row and writing it back, with no row lock on SQLite between the two (as in optuna#4002), so
-    two threads could both fail the same trial, and each queued a retry: the same run queued twice (the
-    book's study retried trial 6 as trials 8 and 10). Several processes on one study need a server database.
+    two threads could both fail the same trial, and each queued a retry: the same run queued twice (it
+    happened to the book's study, after a lease ended). Several processes on one study need a server database.
     """
 
     def __init__(self, max_retry: int | None = None) -> None:
