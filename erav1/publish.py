@@ -20,7 +20,6 @@ Every number is read from the run's own files or measured on its test set here.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import fields
@@ -30,7 +29,7 @@ from typing import Any
 from erav1.analysis import analyze_run
 from erav1.errors import RunDirError
 from erav1.published import PUBLISHED_WEIGHTS, SUMMARY
-from erav1.utils.checkpoint import atomic_save, atomic_write_json, load_checkpoint
+from erav1.utils.checkpoint import atomic_write_json, load_checkpoint, save_fp16_weights
 from erav1.utils.rundir import CONFIG, ENVIRONMENT, WEIGHTS, describe_hardware, read_history, read_json
 
 RECIPE_KEYS = (
@@ -58,12 +57,21 @@ SEED_FIELDS = ("seed", "test_accuracy", "train_accuracy", "wall_time_s", "hardwa
 DATA_KEYS = ("data", "subset", "val_fraction")  # the same images: "cifar10" is fingerprint-checked when loaded
 
 
-def _check_finished(run_dir: Path) -> None:
+def _check_finished(run_dir: Path, weights: bool = True) -> None:
+    """Refuse a run that has not trained all its epochs; with ``weights``, one without its final weights too.
+
+    A seed that only confirms the published one needs no weights: its record is all that is published of it.
+    """
     config, history = read_json(run_dir / CONFIG), read_history(run_dir)
-    if len(history) != config["epochs"] or not (run_dir / WEIGHTS).is_file():
+    if len(history) != config["epochs"]:
         raise RunDirError(
             f"{run_dir} has finished {len(history)} of {config['epochs']} epochs; only a finished run is "
             f"published. Finish it with 'erav1 train --resume {run_dir}'."
+        )
+    if weights and not (run_dir / WEIGHTS).is_file():
+        raise RunDirError(
+            f"{run_dir} has finished its epochs but holds no {WEIGHTS}, and the published run's weights are "
+            "published with it; publish the run directory that 'erav1 train' wrote them into."
         )
 
 
@@ -125,7 +133,7 @@ def _confirming_records(
     """
     records = []
     for other in seed_runs:
-        _check_finished(other)
+        _check_finished(other, weights=False)
         record = run_record(other)
         differ = [key for key, value in record["recipe"].items() if key != "precision" and recipe[key] != value]
         differ += ["epochs"] if record["epochs"] != recipe["epochs"] else []
@@ -251,9 +259,6 @@ def publish_run(
     seeds = seed_records(run_dir, tuple(Path(other).expanduser() for other in seed_runs))  # refuses before the work
     summary = summarize_run(run_dir, analyze_run(run_dir, device=device, faithfulness_n=0))  # no ROAD: not published
     summary = with_seeds(summary, seeds + earlier_seeds(out_dir / SUMMARY, summary, {r["seed"] for r in seeds}))
-    state_dict = load_checkpoint(run_dir / WEIGHTS)
-    half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
-    atomic_save(half, out_dir / PUBLISHED_WEIGHTS)
-    summary["weights_sha256"] = hashlib.sha256((out_dir / PUBLISHED_WEIGHTS).read_bytes()).hexdigest()
+    summary["weights_sha256"] = save_fp16_weights(load_checkpoint(run_dir / WEIGHTS), out_dir / PUBLISHED_WEIGHTS)
     atomic_write_json(summary, out_dir / SUMMARY)  # written last: it names the weights that are already in place
     return summary

@@ -8,6 +8,10 @@ only scores these runs. The published run is seed 0, the book's seed, whichever 
 others go into ``summary.json`` with their spread (``erav1 publish --seed-run``). Stopped, the same command
 resumes every seed's run. Options it does not know pass through to ``erav1 train``.
 
+Each seed is also kept in ``book/results/recipe_search/confirm/`` as soon as it ends (its record, and seed 0's
+weights until they are published): run directories are not committed and go with their machine, and on a
+CPU a seed takes a session. Committed, a kept seed is restored on the next machine instead of trained again.
+
 ``--published`` is the path without a GPU: it trains the published run's recipe, for its epochs and on its
 subset, with the seeds that ``summary.json`` does not list yet, and adds each one to it as soon as it ends
 (``--jobs`` at a time), refreshing the README, the landing page and chapter 3's seed table; the published
@@ -27,9 +31,10 @@ from erav1.cli import install_interrupt_handlers
 from erav1.errors import Erav1Error
 from erav1.publish import CONFIRMATION_SEEDS, add_seed_runs, publish_run, recipe_changes, recipe_options, summary_seeds
 from erav1.published import RESULTS_DIR, SUMMARY
+from erav1.recipe_search import PUBLISHED_SEARCH
 from erav1.recipe_study import STORAGE, STUDY_NAME, StudySettings, best_recipe, train_seeds
 from erav1.study_report import load_existing_study
-from erav1.utils.rundir import read_json
+from erav1.utils.rundir import WEIGHTS, read_json
 
 
 def main() -> None:
@@ -74,8 +79,13 @@ def main() -> None:
         flush=True,
     )
     seeds = args.seeds or list(range(CONFIRMATION_SEEDS))
-    runs = train_seeds(recipe, settings(args, args.epochs or 20, train_args), seeds, args.jobs)
+    kept = args.out / PUBLISHED_SEARCH / "confirm"
+    try:
+        runs = train_seeds(recipe, settings(args, args.epochs or 20, train_args), seeds, args.jobs, kept)
+    except Erav1Error as exc:
+        sys.exit(f"error: {exc}\nThe seeds that ended are kept in {kept}; committed, they are not trained again.")
     summary = publish_run(runs[0], args.out, args.device, tuple(runs[1:]))
+    (kept / f"{runs[0].name}.{WEIGHTS}").unlink(missing_ok=True)  # published now: the weights file is the same bytes
     report_seeds(summary)
     changes = recipe_changes(recipe)
     print(

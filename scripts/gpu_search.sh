@@ -165,7 +165,7 @@ unpack() {  # here: the study into book/results, the published seed's run into r
     [ -f "$tmp/study.db" ] && mkdir -p "$RESULTS/recipe_search" && cp "$tmp/study.db" "$RESULTS/recipe_search/study.db"
     if [ -f "$tmp/summary.json" ]; then
         mkdir -p "$RESULTS/recipe_search/confirm"
-        for run in "$tmp"/seed*; do
+        for run in "$tmp"/seed*; do  # each seed's record, named as confirm_recipe.py keeps a seed that ended
             for name in config environment history; do
                 cp "$run/$name.json" "$RESULTS/recipe_search/confirm/$(basename "$run").$name.json"
             done

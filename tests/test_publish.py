@@ -362,3 +362,65 @@ def test_without_a_study_the_published_run_is_confirmed_with_the_seeds_its_summa
 
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode != 0 and "already has seeds [0, 1, 2]" in again.stderr
+
+
+def test_the_studys_best_recipe_keeps_each_seed_as_it_ends_and_a_new_machine_trains_only_the_rest(
+    cifar_zip, cache_dir, tmp_path
+):
+    """scripts/confirm_recipe.py on a study: a seed that ended is kept in the committed results, and restored there.
+
+    Run directories go with their machine (a CPU seed takes a session). Here seed 0 ends and is kept (its record
+    and, as the seed to publish, its fp16 weights) before seed 1 fails; then the machine is gone (every run
+    directory deleted), and the next call restores seed 0 without training it, trains seed 1 and publishes.
+    """
+    import optuna
+
+    from erav1.recipe_study import SPACE, open_study, reference_recipe
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(storage)
+    study.add_trial(optuna.create_trial(params=reference_recipe(), distributions=SPACE, value=0.5))
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    kept = out / "recipe_search" / "confirm"
+    command = [sys.executable, str(ROOT / "scripts" / "confirm_recipe.py"), "--data", str(cifar_zip)]
+    command += ["--data-dir", str(cache_dir), "--storage", storage, "--seeds", "0", "1", "--epochs", "1"]
+    command += ["--runs", str(runs), "--out", str(out), "--device", "cpu", "--subset", "500", "--precision", "fp32"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    (runs / "seed1").mkdir(parents=True)
+    (runs / "seed1" / CONFIG).write_text(json.dumps({"seed": 1, "lr": 9.9}))
+
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert first.returncode != 0 and "seed1 holds a run with other" in first.stderr, first.stdout + first.stderr
+    assert "seed0: finished, kept in" in first.stdout and not (out / SUMMARY).exists()
+    assert sorted(p.name for p in kept.iterdir()) == [
+        "seed0.config.json",
+        "seed0.environment.json",
+        "seed0.history.json",
+        "seed0.model.pt",
+    ]
+    history = json.loads((runs / "seed0" / HISTORY).read_text())
+    assert json.loads((kept / "seed0.history.json").read_text()) == history
+    weights = torch.load(kept / "seed0.model.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for k, v in weights.items() if "num_batches" not in k)
+    kept_sha = hashlib.sha256((kept / "seed0.model.pt").read_bytes()).hexdigest()
+
+    shutil.rmtree(runs)  # a new machine: the runs are gone, the committed results are not
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "seed0: restored from" in second.stdout and "seed1: finished, kept in" in second.stdout
+    assert not (runs / "seed0" / "train.log").exists(), "seed 0 was restored, not trained again"
+    summary = json.loads((out / SUMMARY).read_text())
+    seed1 = json.loads((runs / "seed1" / HISTORY).read_text())
+    assert [(r["seed"], r["test_accuracy"]) for r in summary["seeds"]] == [
+        (0, history[-1]["test_acc"]),
+        (1, seed1[-1]["test_acc"]),
+    ]
+    assert summary["weights_sha256"] == kept_sha, "the kept weights are the published ones, byte for byte"
+    assert sorted(p.name for p in kept.iterdir()) == [
+        "seed0.config.json",
+        "seed0.environment.json",
+        "seed0.history.json",
+        "seed1.config.json",
+        "seed1.environment.json",
+        "seed1.history.json",
+    ], "published, seed 0's weights are the published file, so they are not kept twice"

@@ -505,6 +505,27 @@ def test_once_the_one_lever_trials_have_finished_the_winners_are_queued_together
         assert distribution._contains(distribution.to_internal_repr(expected[name])), name
 
 
+def test_of_two_winning_values_of_one_lever_the_better_is_combined_and_one_lever_alone_is_no_new_recipe(tmp_path):
+    from erav1.recipe_study import ONE_LEVER_AT_A_TIME, first_trials, winners_combined
+
+    reference, *single = first_trials()
+
+    def study_with(values: dict[int, float], name: str) -> optuna.Study:
+        study = open_study(f"sqlite:///{tmp_path / name}")
+        study.add_trial(optuna.create_trial(params=reference, distributions=STUDY_SPACE, value=0.92))
+        for index, params in enumerate(single):
+            value = values.get(index, 0.91)
+            study.add_trial(optuna.create_trial(params=params, distributions=STUDY_SPACE, value=value))
+        return study
+
+    half, quarter = ONE_LEVER_AT_A_TIME.index({"cutout_p": 0.5}), ONE_LEVER_AT_A_TIME.index({"cutout_p": 0.25})
+    one_lever = study_with({half: 0.94, quarter: 0.935}, "one-lever.db")
+    assert winners_combined(one_lever) is None, "two values of Cutout p are one lever: no recipe to combine"
+    for better, worse in ((half, quarter), (quarter, half)):
+        study = study_with({0: 0.925, better: 0.94, worse: 0.935}, f"{better}.db")  # the EMA wins too
+        assert winners_combined(study) == reference | ONE_LEVER_AT_A_TIME[0] | ONE_LEVER_AT_A_TIME[better]
+
+
 def test_fewer_than_two_winners_queue_nothing(tmp_path):
     from erav1.recipe_study import QueueWinnersCombined, first_trials
 

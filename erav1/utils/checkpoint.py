@@ -9,12 +9,15 @@ run code, and every failure becomes one :class:`CheckpointError` naming the file
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +88,22 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
     atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """``shutil.copyfile`` that never leaves a partial file behind."""
+    with open(source, "rb") as original:
+        _atomic_write(Path(path), lambda f: shutil.copyfileobj(original, f))
+
+
+def save_fp16_weights(state_dict: Mapping[str, Any], path: str | os.PathLike) -> str:
+    """Save ``state_dict`` with its floating-point tensors in fp16 (half the file); return the file's sha256.
+
+    The model computes in fp32 again when it loads them; fp16 keeps about 3 significant digits of each weight.
+    """
+    half = {k: v.half() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in state_dict.items()}
+    atomic_save(half, path)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
