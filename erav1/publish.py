@@ -30,7 +30,15 @@ from erav1.analysis import analyze_run
 from erav1.errors import RunDirError
 from erav1.published import PUBLISHED_WEIGHTS, SUMMARY
 from erav1.utils.checkpoint import atomic_write_json, load_checkpoint, save_fp16_weights
-from erav1.utils.rundir import CONFIG, ENVIRONMENT, WEIGHTS, describe_hardware, read_history, read_json
+from erav1.utils.rundir import (
+    CONFIG,
+    ENVIRONMENT,
+    WEIGHTS,
+    describe_hardware,
+    epochs_done,
+    read_history,
+    read_json,
+)
 
 RECIPE_KEYS = (
     "model",
@@ -62,10 +70,10 @@ def _check_finished(run_dir: Path, weights: bool = True) -> None:
 
     A seed that only confirms the published one needs no weights: its record is all that is published of it.
     """
-    config, history = read_json(run_dir / CONFIG), read_history(run_dir)
-    if len(history) != config["epochs"]:
+    done, planned = epochs_done(run_dir)
+    if done != planned:
         raise RunDirError(
-            f"{run_dir} has finished {len(history)} of {config['epochs']} epochs; only a finished run is "
+            f"{run_dir} has finished {done} of {planned} epochs; only a finished run is "
             f"published. Finish it with 'erav1 train --resume {run_dir}'."
         )
     if weights and not (run_dir / WEIGHTS).is_file():

@@ -499,11 +499,12 @@ def train_seeds(
     common = {"data": settings.data, "epochs": settings.epochs}
     options = {run_dir: {**common, "seed": seed, **params} for run_dir, seed in zip(run_dirs, seeds, strict=True)}
     for run_dir in run_dirs:
-        if kept is not None and restore_run(kept, run_dir, options[run_dir]):
+        restored = kept is not None and restore_run(kept, run_dir, options[run_dir])
+        if restored:
             print(f"{run_dir}: restored from {kept}, where it was kept when it ended", flush=True)
         if run_finished(run_dir):
             check_same_run(run_dir, options[run_dir])
-            if kept is not None:
+            if kept is not None and not restored:  # it ended here before seeds were kept as they end
                 keep_run(run_dir, kept, weights=run_dir == run_dirs[0])
     queue = [run_dir for run_dir in run_dirs if not run_finished(run_dir)]
     running: list[tuple[Path, subprocess.Popen]] = []
@@ -541,7 +542,8 @@ def run_finished(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a run that trained all its epochs."""
     if not (run_dir / rundir.CONFIG).is_file() or not (run_dir / rundir.HISTORY).is_file():
         return False
-    return len(read_history(run_dir)) == rundir.read_json(run_dir / rundir.CONFIG)["epochs"]
+    done, planned = rundir.epochs_done(run_dir)
+    return done == planned
 
 
 KEPT_FILES = (rundir.CONFIG, rundir.ENVIRONMENT, rundir.HISTORY)

@@ -405,10 +405,12 @@ def test_the_studys_best_recipe_keeps_each_seed_as_it_ends_and_a_new_machine_tra
     kept_sha = hashlib.sha256((kept / "seed0.model.pt").read_bytes()).hexdigest()
 
     shutil.rmtree(runs)  # a new machine: the runs are gone, the committed results are not
+    kept_record = (kept / "seed0.history.json").stat().st_ino
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "seed0: restored from" in second.stdout and "seed1: finished, kept in" in second.stdout
     assert not (runs / "seed0" / "train.log").exists(), "seed 0 was restored, not trained again"
+    assert (kept / "seed0.history.json").stat().st_ino == kept_record, "a restored seed is not kept again"
     summary = json.loads((out / SUMMARY).read_text())
     seed1 = json.loads((runs / "seed1" / HISTORY).read_text())
     assert [(r["seed"], r["test_accuracy"]) for r in summary["seeds"]] == [

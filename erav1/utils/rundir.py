@@ -56,6 +56,11 @@ def read_history(run_dir: str | Path) -> list[dict[str, float]]:
     return read_json(Path(run_dir) / HISTORY)
 
 
+def epochs_done(run_dir: Path) -> tuple[int, int]:
+    """How many epochs a run has finished, and how many its config plans: equal once it has ended."""
+    return len(read_history(run_dir)), read_json(run_dir / CONFIG)["epochs"]
+
+
 def find_weights(run_dir: str | Path) -> Path:
     """The file holding a run's model: the final ``model.pt``, else the last checkpoint of an unfinished run."""
     run_dir = Path(run_dir).expanduser()
