@@ -107,6 +107,11 @@ def describe_study(
         if best is not None
         else " No trial has finished yet."
     )
+    if any(trial.state == TrialState.RUNNING for trial in study.trials):  # a snapshot cannot tell live from dead
+        verdict += (
+            " A running trial had not ended when the study was read: it trains still, or its worker stopped, and"
+            " then the next worker to open the study finds its stale heartbeat and continues it."
+        )
     return Markdown(
         f"{len(study.trials)} trials of the study `{study.study_name}`. Trial 0's recipe is "
         f"{recipe_settings(reference)}; every other row lists what its recipe changes." + verdict + "\n\n" + table

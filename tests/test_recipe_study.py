@@ -404,6 +404,11 @@ def test_the_table_shows_what_each_trial_changes_and_what_the_queued_ones_will_t
     assert "| 1 | `ema_decay=0.995` | - | 0 | waiting | - |" in table
     assert "| 2 | `batch_size=256`, `lr=0.2` | - | 0 | waiting | - |" in table
     assert f"Trial 0's recipe is `batch_size={reference['batch_size']}`, `lr={reference['lr']}`," in table
+    assert "running" not in table
+    study.ask()  # a worker takes trial 1: a snapshot taken now cannot say whether that worker still lives
+    table = describe_study(storage)
+    assert "| 1 | `ema_decay=0.995` | - | 0 | running | - |" in table
+    assert "A running trial had not ended when the study was read" in table and "stale heartbeat" in table
 
 
 def test_without_a_study_the_book_says_so_in_one_sentence(tmp_path):
