@@ -99,8 +99,11 @@ def recipe_changes(config: dict[str, Any]) -> dict[str, Any]:
 
 def run_record(run_dir: Path) -> dict[str, Any]:
     """What a run's own files say about it: every field of ``summary.json`` that needs no evaluation."""
-    config, environment = read_json(run_dir / CONFIG), read_json(run_dir / ENVIRONMENT)
-    history = read_history(run_dir)
+    return record_of(read_json(run_dir / CONFIG), read_json(run_dir / ENVIRONMENT), read_history(run_dir))
+
+
+def record_of(config: dict[str, Any], environment: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`run_record` from the contents of those files, wherever they lie (a seed kept apart from its run)."""
     final = history[-1]
     return {
         "test_accuracy": final["test_acc"],

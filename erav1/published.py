@@ -244,14 +244,32 @@ def describe_jpeg_copy(run_dir: str | os.PathLike, data_dir: str | os.PathLike =
 
 def describe_seeds(data_dir: str | os.PathLike = "~/.cache/erav1", summary: dict[str, Any] | None = None) -> Markdown:
     """The published recipe with every seed it trained on all of train: how much of its number is the seed's."""
-    from erav1.book.results import format_duration
     from erav1.publish import CONFIRMATION_SEEDS, summary_seeds
 
     summary = summary or published_summary(data_dir)
     seeds = summary_seeds(summary)
+    if len(seeds) >= CONFIRMATION_SEEDS:
+        verdict = seeds_spread(seeds)
+    else:
+        verdict = (
+            f"So far the recipe has trained with {len(seeds)} of the {CONFIRMATION_SEEDS} seeds that confirm "
+            "it. Another seed is `erav1 train --seed N --run-dir runs/seedN`; "
+            "`erav1 publish --seed-run runs/seedN` then adds it to this table."
+        )
+    return Markdown(
+        seeds_table(seeds, summary["seed"], "published") + "\n\n" + verdict + f" The published run is seed "
+        f"{summary['seed']}, the seed the book fixed (`Config.seed`) before any of these runs trained: the test set "
+        "did not pick it among them."
+    )
+
+
+def seeds_table(seeds: list[dict[str, Any]], marked: int, mark: str) -> str:
+    """One row per seed as ``summary.json`` lists it; seed ``marked`` in bold, followed by ``mark`` (published, say)."""
+    from erav1.book.results import format_duration
+
     rows = [
         [
-            f"**{r['seed']}** (published)" if r["seed"] == summary["seed"] else r["seed"],
+            f"**{r['seed']}** ({mark})" if r["seed"] == marked else r["seed"],
             percent(r["test_accuracy"], 2),
             percent(r["train_accuracy"], 2),
             r["hardware"],
@@ -260,21 +278,14 @@ def describe_seeds(data_dir: str | os.PathLike = "~/.cache/erav1", summary: dict
         ]
         for r in seeds
     ]
-    table = markdown_table(["seed", "test acc (final epoch)", "train acc", "hardware", "precision", "wall time"], rows)
+    return markdown_table(["seed", "test acc (final epoch)", "train acc", "hardware", "precision", "wall time"], rows)
+
+
+def seeds_spread(seeds: list[dict[str, Any]]) -> str:
+    """Where the seeds' final test accuracies lie: the range, its width in points, and the mean."""
     accuracies = [r["test_accuracy"] for r in seeds]
-    if len(seeds) >= CONFIRMATION_SEEDS:
-        verdict = (
-            f"With {len(seeds)} seeds the final test accuracy lies between {percent(min(accuracies), 2)} and "
-            f"{percent(max(accuracies), 2)}: a spread of {100 * (max(accuracies) - min(accuracies)):.2f} "
-            f"points, mean {percent(sum(accuracies) / len(accuracies), 2)}."
-        )
-    else:
-        verdict = (
-            f"So far the recipe has trained with {len(seeds)} of the {CONFIRMATION_SEEDS} seeds that confirm "
-            "it. Another seed is `erav1 train --seed N --run-dir runs/seedN`; "
-            "`erav1 publish --seed-run runs/seedN` then adds it to this table."
-        )
-    return Markdown(
-        table + "\n\n" + verdict + f" The published run is seed {summary['seed']}, the seed the book fixed "
-        "(`Config.seed`) before any of these runs trained: the test set did not pick it among them."
+    return (
+        f"With {len(seeds)} seeds the final test accuracy lies between {percent(min(accuracies), 2)} and "
+        f"{percent(max(accuracies), 2)}: a spread of {100 * (max(accuracies) - min(accuracies)):.2f} "
+        f"points, mean {percent(sum(accuracies) / len(accuracies), 2)}."
     )

@@ -37,12 +37,13 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState  # noqa: E402
 
 from erav1.errors import Erav1Error
-from erav1.recipe_search import SEARCH_DIR, VAL_FRACTION
+from erav1.recipe_search import PUBLISHED_SEARCH, SEARCH_DIR, VAL_FRACTION
 from erav1.utils import rundir
 from erav1.utils.checkpoint import atomic_copy, load_checkpoint, save_fp16_weights
 
 STORAGE = f"sqlite:///{SEARCH_DIR / 'study.db'}"
 STUDY_NAME = "recipe"
+KEPT_SEEDS = f"{PUBLISHED_SEARCH}/confirm"  # among the published files: each confirmation seed as it ends
 RUNS = Path("runs/study")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 INTERRUPTED = 130  # what `erav1 train` exits with after Ctrl-C or SIGTERM, its last.pt whole

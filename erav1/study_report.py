@@ -16,7 +16,8 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from erav1.published import published_file
 from erav1.recipe_search import PUBLISHED_SEARCH
-from erav1.recipe_study import STUDY_NAME, tidy
+from erav1.recipe_study import KEPT_SEEDS, STUDY_NAME, best_recipe, changed_options, tidy
+from erav1.utils.rundir import CONFIG, ENVIRONMENT, HISTORY, read_json
 from erav1.utils.text import Markdown, markdown_table, percent, recipe_changes, recipe_settings
 
 if TYPE_CHECKING:
@@ -116,6 +117,58 @@ def describe_study(
         f"{len(study.trials)} trials of the study `{study.study_name}`. Trial 0's recipe is "
         f"{recipe_settings(reference)}; every other row lists what its recipe changes." + verdict + "\n\n" + table
     )
+
+
+def describe_confirmation(
+    storage: str | None = None,
+    name: str = STUDY_NAME,
+    data_dir: str | os.PathLike = "~/.cache/erav1",
+    kept: Path | None = None,
+) -> Markdown:
+    """The seeds of the best trial's recipe that have trained on all of train, each scored on test, so far.
+
+    ``scripts/confirm_recipe.py`` keeps each seed among the published files as soon as it ends (on a CPU one
+    seed takes a session), so the chapter shows them as they land; ``kept`` reads another folder instead.
+    The test set only scores these runs: validation chose the recipe before the first one started.
+    """
+    from erav1.publish import CONFIRMATION_SEEDS
+    from erav1.published import seeds_spread, seeds_table
+
+    study = load_existing_study(storage, name, data_dir)
+    best = _best(study) if study is not None else None
+    if best is None:
+        return Markdown("No trial of the study has finished, so no recipe is being confirmed yet.")
+    recipe = best_recipe(study)
+    seeds = [s for seed in range(CONFIRMATION_SEEDS) if (s := _kept_seed(seed, recipe, data_dir, kept)) is not None]
+    intro = (
+        f"Trial {best.number}'s recipe trains on all of train with seeds 0 to {CONFIRMATION_SEEDS - 1}, each "
+        "scored on the test set, and the book publishes it with seed 0 (fixed before any of them trained) only "
+        "once all of them have ended."
+    )
+    if not seeds:
+        return Markdown(intro + " No seed has ended yet.")
+    table = seeds_table(seeds, 0, "to publish")
+    if len(seeds) < CONFIRMATION_SEEDS:
+        ended = f"{len(seeds)} of the {CONFIRMATION_SEEDS} seeds {'has' if len(seeds) == 1 else 'have'} ended"
+        return Markdown(f"{intro} {ended}:\n\n{table}")
+    return Markdown(f"{intro} All of them have ended:\n\n{table}\n\n{seeds_spread(seeds)}")
+
+
+def _kept_seed(seed: int, recipe: dict[str, object], data_dir: str | os.PathLike, kept: Path | None) -> dict | None:
+    """A kept seed's row of the seed table, if it trained ``recipe`` to its end (one of an earlier best did not)."""
+    from erav1.publish import record_of, seed_fields
+
+    contents = []
+    for part in (CONFIG, ENVIRONMENT, HISTORY):
+        file = f"seed{seed}.{part}"
+        path = kept / file if kept is not None else published_file(f"{KEPT_SEEDS}/{file}", data_dir)
+        if path is None or not path.is_file():
+            return None
+        contents.append(read_json(path))
+    config, environment, history = contents
+    if changed_options(config, recipe) or len(history) < config["epochs"]:
+        return None
+    return seed_fields(record_of(config, environment, history))
 
 
 def _recipe(trial: FrozenTrial) -> dict[str, object]:

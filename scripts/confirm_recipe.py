@@ -31,8 +31,7 @@ from erav1.cli import install_interrupt_handlers
 from erav1.errors import Erav1Error
 from erav1.publish import CONFIRMATION_SEEDS, add_seed_runs, publish_run, recipe_changes, recipe_options, summary_seeds
 from erav1.published import RESULTS_DIR, SUMMARY
-from erav1.recipe_search import PUBLISHED_SEARCH
-from erav1.recipe_study import STORAGE, STUDY_NAME, StudySettings, best_recipe, train_seeds
+from erav1.recipe_study import KEPT_SEEDS, STORAGE, STUDY_NAME, StudySettings, best_recipe, train_seeds
 from erav1.study_report import load_existing_study
 from erav1.utils.rundir import WEIGHTS, read_json
 
@@ -79,7 +78,7 @@ def main() -> None:
         flush=True,
     )
     seeds = args.seeds or list(range(CONFIRMATION_SEEDS))
-    kept = args.out / PUBLISHED_SEARCH / "confirm"
+    kept = args.out / KEPT_SEEDS
     try:
         runs = train_seeds(recipe, settings(args, args.epochs or 20, train_args), seeds, args.jobs, kept)
     except Erav1Error as exc:

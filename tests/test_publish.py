@@ -376,6 +376,7 @@ def test_the_studys_best_recipe_keeps_each_seed_as_it_ends_and_a_new_machine_tra
     import optuna
 
     from erav1.recipe_study import SPACE, open_study, reference_recipe
+    from erav1.study_report import describe_confirmation
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = open_study(storage)
@@ -403,6 +404,9 @@ def test_the_studys_best_recipe_keeps_each_seed_as_it_ends_and_a_new_machine_tra
     weights = torch.load(kept / "seed0.model.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for k, v in weights.items() if "num_batches" not in k)
     kept_sha = hashlib.sha256((kept / "seed0.model.pt").read_bytes()).hexdigest()
+    shown = describe_confirmation(storage, kept=kept)  # chapter 3 shows each seed as it lands
+    assert "1 of the 3 seeds has ended" in shown
+    assert f"| **0** (to publish) | {100 * history[-1]['test_acc']:.2f}% |" in shown
 
     shutil.rmtree(runs)  # a new machine: the runs are gone, the committed results are not
     kept_record = (kept / "seed0.history.json").stat().st_ino
@@ -426,3 +430,10 @@ def test_the_studys_best_recipe_keeps_each_seed_as_it_ends_and_a_new_machine_tra
         "seed1.environment.json",
         "seed1.history.json",
     ], "published, seed 0's weights are the published file, so they are not kept twice"
+    for part in ("config", "environment", "history"):  # a seed of another recipe (an earlier best) is not shown
+        shutil.copy(kept / f"seed1.{part}.json", kept / f"seed2.{part}.json")
+    config = json.loads((kept / "seed2.config.json").read_text())
+    (kept / "seed2.config.json").write_text(json.dumps(config | {"seed": 2, "lr": 9.9}))
+    shown = describe_confirmation(storage, kept=kept)
+    assert "2 of the 3 seeds have ended" in shown and f"| 1 | {100 * seed1[-1]['test_acc']:.2f}% |" in shown
+    assert "| 2 |" not in shown

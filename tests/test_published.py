@@ -147,26 +147,23 @@ def test_the_jpeg_copy_comparison_names_the_gap_only_for_the_same_recipe_on_all_
     assert "did not train the same recipe" in published.describe_jpeg_copy(run_dir), "a subset is not the same data"
 
 
-def test_the_recipe_study_is_downloaded_where_there_is_no_clone_and_absent_until_one_is_published(served, tmp_path):
+def publish_study(folder: Path, written: Path, lr: float, value: float) -> None:
+    """A study of one complete trial, which changed ``lr``, published into the served ``folder``."""
     import sqlite3
 
     import optuna
     from optuna.distributions import FloatDistribution
 
     from erav1.recipe_study import open_study
-    from erav1.study_report import NO_STUDY, PUBLISHED_STUDY, describe_study
+    from erav1.study_report import PUBLISHED_STUDY
 
-    server, folder = served
-    data_dir = tmp_path / "data"
-    assert describe_study(data_dir=data_dir) == NO_STUDY  # the server has none: HTTP 404, not an error
-    written = tmp_path / "written" / "study.db"
     study = open_study(f"sqlite:///{written}")
     study.add_trial(
         optuna.trial.create_trial(
-            params={"lr": 0.4},
-            distributions={"lr": FloatDistribution(0.1, 0.8)},
-            value=0.9123,
-            intermediate_values={20: 0.9123},
+            params={"lr": lr},
+            distributions={"lr": FloatDistribution(0.01, 0.8)},
+            value=value,
+            intermediate_values={20: value},
         )
     )
     with sqlite3.connect(written) as db:  # the study's log folded into the file, as it is committed
@@ -174,11 +171,43 @@ def test_the_recipe_study_is_downloaded_where_there_is_no_clone_and_absent_until
     (folder / PUBLISHED_STUDY).parent.mkdir(parents=True)
     shutil.copy(written, folder / PUBLISHED_STUDY)
 
+
+def test_the_recipe_study_is_downloaded_where_there_is_no_clone_and_absent_until_one_is_published(served, tmp_path):
+    from erav1.study_report import NO_STUDY, PUBLISHED_STUDY, describe_study
+
+    server, folder = served
+    data_dir = tmp_path / "data"
+    assert describe_study(data_dir=data_dir) == NO_STUDY  # the server has none: HTTP 404, not an error
+    publish_study(folder, tmp_path / "written" / "study.db", lr=0.4, value=0.9123)
+
     table = describe_study(data_dir=data_dir)
     assert "1 trials of the study `recipe`" in table and "91.23%" in table
     assert f"/{PUBLISHED_STUDY}" in server.requests
     server.close()  # offline now: the copy the last download cached stands in
     assert describe_study(data_dir=data_dir) == table
+
+
+def test_the_confirmation_seeds_are_downloaded_as_they_land_where_there_is_no_clone(served, tiny_run, tmp_path):
+    from erav1.recipe_study import KEPT_SEEDS
+    from erav1.study_report import describe_confirmation
+
+    server, folder = served
+    data_dir = tmp_path / "data"
+    assert "no recipe is being confirmed yet" in describe_confirmation(data_dir=data_dir)
+    trained = json.loads((tiny_run.run_dir / "config.json").read_text())
+    publish_study(folder, tmp_path / "written" / "study.db", lr=trained["lr"], value=0.5)  # its best: tiny_run's
+    assert describe_confirmation(data_dir=data_dir).endswith("No seed has ended yet.")  # HTTP 404: none kept
+
+    (folder / KEPT_SEEDS).mkdir()
+    for part in ("config", "environment", "history"):  # seed 0 of the best trial's recipe has ended
+        shutil.copy(tiny_run.run_dir / f"{part}.json", folder / KEPT_SEEDS / f"seed0.{part}.json")
+    shown = describe_confirmation(data_dir=data_dir)
+    assert "1 of the 3 seeds has ended" in shown
+    assert f"| **0** (to publish) | {100 * tiny_run.history[-1]['test_acc']:.2f}% |" in shown
+    assert f"/{KEPT_SEEDS}/seed0.history.json" in server.requests
+    server.close()  # offline, seed 1 was never cached (none had landed): one clear error, not a shorter table
+    with pytest.raises(DataError, match=r"seed1\.config\.json .* Check the connection"):
+        describe_confirmation(data_dir=data_dir)
 
 
 def test_the_recipe_search_rounds_are_downloaded_where_there_is_no_clone(served, tmp_path):
