@@ -39,7 +39,7 @@ from optuna.trial import TrialState  # noqa: E402
 from erav1.errors import Erav1Error
 from erav1.recipe_search import PUBLISHED_SEARCH, SEARCH_DIR, VAL_FRACTION
 from erav1.utils import rundir
-from erav1.utils.checkpoint import atomic_copy, load_checkpoint, save_fp16_weights
+from erav1.utils.checkpoint import atomic_copy, atomic_write_json, load_checkpoint, save_fp16_weights
 
 STORAGE = f"sqlite:///{SEARCH_DIR / 'study.db'}"
 STUDY_NAME = "recipe"
@@ -500,7 +500,7 @@ def train_seeds(
     common = {"data": settings.data, "epochs": settings.epochs}
     options = {run_dir: {**common, "seed": seed, **params} for run_dir, seed in zip(run_dirs, seeds, strict=True)}
     for run_dir in run_dirs:
-        restored = kept is not None and restore_run(kept, run_dir, options[run_dir])
+        restored = kept is not None and restore_run(kept, run_dir, options[run_dir], settings.data_dir)
         if restored:
             print(f"{run_dir}: restored from {kept}, where it was kept when it ended", flush=True)
         if run_finished(run_dir):
@@ -547,35 +547,40 @@ def run_finished(run_dir: Path) -> bool:
     return done == planned
 
 
-KEPT_FILES = (rundir.CONFIG, rundir.ENVIRONMENT, rundir.HISTORY)
-
-
 def keep_run(run_dir: Path, kept: Path, weights: bool = False) -> None:
     """Copy a finished run's record into ``kept`` as ``seedN.config.json`` etc., with ``weights`` its fp16 weights.
 
     The record is all that publishing needs of a seed that confirms the recipe; the published seed's weights
     become the published file (the same fp16 bytes), so they wait here for it, once, and no other seed's do.
+    The kept config names the default cache: where this machine kept its decoded images is no part of the
+    run, and a committed file holds no path of the machine that wrote it.
     """
+    from erav1.main import Config
+
     kept.mkdir(parents=True, exist_ok=True)
-    for name in KEPT_FILES:
+    config = rundir.read_json(run_dir / rundir.CONFIG) | {"data_dir": Config.data_dir}
+    atomic_write_json(config, kept / f"{run_dir.name}.{rundir.CONFIG}")
+    for name in (rundir.ENVIRONMENT, rundir.HISTORY):
         atomic_copy(run_dir / name, kept / f"{run_dir.name}.{name}")
     if weights and (run_dir / rundir.WEIGHTS).is_file():  # a seed restored after it was published has none
         save_fp16_weights(load_checkpoint(run_dir / rundir.WEIGHTS), kept / f"{run_dir.name}.{rundir.WEIGHTS}")
 
 
-def restore_run(kept: Path, run_dir: Path, options: Mapping[str, Any]) -> bool:
+def restore_run(kept: Path, run_dir: Path, options: Mapping[str, Any], data_dir: str) -> bool:
     """Copy a seed kept by :func:`keep_run` into ``run_dir``, if it trained ``options``; whether it did.
 
     Only where ``run_dir`` holds nothing to resume (no ``last.pt``): a new machine, or a run that had not
-    finished an epoch. The config goes last, so that a copy cut short is made again next time. A kept seed of
-    another recipe (the study found a better one since) stays where it is, replaced when this recipe's ends.
+    finished an epoch. The config, given this machine's cache ``data_dir`` to publish from, goes last, so that
+    a copy cut short is made again next time. A kept seed of another recipe (the study found a better one
+    since) stays where it is, replaced when this recipe's ends.
     """
     config = kept / f"{run_dir.name}.{rundir.CONFIG}"
     if run_finished(run_dir) or (run_dir / rundir.CHECKPOINT).exists() or not config.is_file():
         return False
     if changed_options(rundir.read_json(config), options):
         return False
-    for name in (rundir.WEIGHTS, rundir.ENVIRONMENT, rundir.HISTORY, rundir.CONFIG):
+    for name in (rundir.WEIGHTS, rundir.ENVIRONMENT, rundir.HISTORY):
         if (kept / f"{run_dir.name}.{name}").is_file():
             atomic_copy(kept / f"{run_dir.name}.{name}", run_dir / name)
+    atomic_write_json(rundir.read_json(config) | {"data_dir": data_dir}, run_dir / rundir.CONFIG)
     return True

@@ -401,6 +401,9 @@ def test_the_studys_best_recipe_keeps_each_seed_as_it_ends_and_a_new_machine_tra
     ]
     history = json.loads((runs / "seed0" / HISTORY).read_text())
     assert json.loads((kept / "seed0.history.json").read_text()) == history
+    kept_config = json.loads((kept / "seed0.config.json").read_text())
+    assert kept_config == json.loads((runs / "seed0" / CONFIG).read_text()) | {"data_dir": "~/.cache/erav1"}
+    assert str(cache_dir) not in (kept / "seed0.config.json").read_text(), "no path of the machine is committed"
     weights = torch.load(kept / "seed0.model.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for k, v in weights.items() if "num_batches" not in k)
     kept_sha = hashlib.sha256((kept / "seed0.model.pt").read_bytes()).hexdigest()
@@ -414,6 +417,7 @@ def test_the_studys_best_recipe_keeps_each_seed_as_it_ends_and_a_new_machine_tra
     assert second.returncode == 0, second.stdout + second.stderr
     assert "seed0: restored from" in second.stdout and "seed1: finished, kept in" in second.stdout
     assert not (runs / "seed0" / "train.log").exists(), "seed 0 was restored, not trained again"
+    assert json.loads((runs / "seed0" / CONFIG).read_text())["data_dir"] == str(cache_dir), "published from here"
     assert (kept / "seed0.history.json").stat().st_ino == kept_record, "a restored seed is not kept again"
     summary = json.loads((out / SUMMARY).read_text())
     seed1 = json.loads((runs / "seed1" / HISTORY).read_text())
