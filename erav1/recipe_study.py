@@ -577,10 +577,11 @@ def restore_run(kept: Path, run_dir: Path, options: Mapping[str, Any], data_dir:
     config = kept / f"{run_dir.name}.{rundir.CONFIG}"
     if run_finished(run_dir) or (run_dir / rundir.CHECKPOINT).exists() or not config.is_file():
         return False
-    if changed_options(rundir.read_json(config), options):
+    saved = rundir.read_json(config)
+    if changed_options(saved, options):
         return False
     for name in (rundir.WEIGHTS, rundir.ENVIRONMENT, rundir.HISTORY):
         if (kept / f"{run_dir.name}.{name}").is_file():
             atomic_copy(kept / f"{run_dir.name}.{name}", run_dir / name)
-    atomic_write_json(rundir.read_json(config) | {"data_dir": data_dir}, run_dir / rundir.CONFIG)
+    atomic_write_json(saved | {"data_dir": data_dir}, run_dir / rundir.CONFIG)
     return True
