@@ -28,7 +28,7 @@ from typing import Any
 
 from erav1.analysis import analyze_run
 from erav1.errors import RunDirError
-from erav1.published import PUBLISHED_WEIGHTS, SUMMARY
+from erav1.published import PREVIOUS_RECIPE, PUBLISHED_WEIGHTS, SUMMARY
 from erav1.utils.checkpoint import atomic_write_json, load_checkpoint, save_fp16_weights
 from erav1.utils.rundir import (
     CONFIG,
@@ -245,6 +245,18 @@ def earlier_seeds(summary_file: Path, summary: dict[str, Any], given: set[int]) 
     return [record for record in earlier.get("seeds", []) if same and record["seed"] not in given]
 
 
+def keep_replaced_recipe(summary_file: Path, summary: dict[str, Any]) -> None:
+    """Keep the ``summary.json`` that ``summary`` replaces as ``previous-recipe.json`` if it had another recipe.
+
+    A new recipe is published because it beat the old one; chapter 3 shows by how much, seed for seed, and the
+    JPEG copy's run of the old recipe keeps its twin on the official pixels.
+    """
+    if summary_file.is_file():
+        replaced = read_json(summary_file)
+        if recipe_options(replaced.get("recipe", {})) != recipe_options(summary["recipe"]):
+            atomic_write_json(replaced, summary_file.with_name(PREVIOUS_RECIPE))
+
+
 def summarize_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """The published record of a finished run; ``metrics`` is ``erav1 analyze``'s for the same run."""
     return run_record(run_dir) | {
@@ -270,6 +282,7 @@ def publish_run(
     seeds = seed_records(run_dir, tuple(Path(other).expanduser() for other in seed_runs))  # refuses before the work
     summary = summarize_run(run_dir, analyze_run(run_dir, device=device, faithfulness_n=0))  # no ROAD: not published
     summary = with_seeds(summary, seeds + earlier_seeds(out_dir / SUMMARY, summary, {r["seed"] for r in seeds}))
+    keep_replaced_recipe(out_dir / SUMMARY, summary)
     summary["weights_sha256"] = save_fp16_weights(load_checkpoint(run_dir / WEIGHTS), out_dir / PUBLISHED_WEIGHTS)
     atomic_write_json(summary, out_dir / SUMMARY)  # written last: it names the weights that are already in place
     return summary

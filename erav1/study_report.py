@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from statistics import fmean
 from typing import TYPE_CHECKING
 
 from tqdm import TqdmWarning
@@ -14,7 +15,7 @@ with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns on stde
     import optuna
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from erav1.published import published_file
+from erav1.published import published_file, published_summaries
 from erav1.recipe_search import PUBLISHED_SEARCH
 from erav1.recipe_study import KEPT_SEEDS, STUDY_NAME, best_recipe, changed_options, tidy
 from erav1.utils.rundir import CONFIG, ENVIRONMENT, HISTORY, read_json
@@ -151,7 +152,29 @@ def describe_confirmation(
     if len(seeds) < CONFIRMATION_SEEDS:
         ended = f"{len(seeds)} of the {CONFIRMATION_SEEDS} seeds {'has' if len(seeds) == 1 else 'have'} ended"
         return Markdown(f"{intro} {ended}:\n\n{table}")
-    return Markdown(f"{intro} All of them have ended:\n\n{table}\n\n{seeds_spread(seeds)}")
+    against = _against_the_replaced_recipe(recipe, seeds, data_dir)
+    return Markdown(f"{intro} All of them have ended:\n\n{table}\n\n{seeds_spread(seeds)}{against}")
+
+
+def _against_the_replaced_recipe(recipe: dict[str, object], seeds: list[dict], data_dir: str | os.PathLike) -> str:
+    """How the confirmed seeds compare with those of the published recipe they replace: the point of the search."""
+    from erav1.publish import recipe_options, summary_seeds
+
+    for summary in published_summaries(data_dir):  # the published one, then the one it replaced
+        options = recipe_options(summary["recipe"])
+        changed = changed_options(options, recipe)
+        if changed:
+            break
+    else:
+        return ""
+    old, new = [r["test_accuracy"] for r in summary_seeds(summary)], [r["test_accuracy"] for r in seeds]
+    gap = fmean(new) - fmean(old)
+    every = ", and its lowest seed is above that recipe's highest" if min(new) > max(old) else ""
+    return (
+        f" The published recipe it replaces ({recipe_settings({name: options[name] for name in changed})}) ended "
+        f"at a mean of {percent(fmean(old), 2)} over its {len(old)} seed{'s' * (len(old) > 1)}: this one's mean is "
+        f"{abs(100 * gap):.2f} points {'higher' if gap > 0 else 'lower'}{every}."
+    )
 
 
 def _kept_seed(seed: int, recipe: dict[str, object], data_dir: str | os.PathLike, kept: Path | None) -> dict | None:

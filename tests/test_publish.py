@@ -12,6 +12,7 @@ import torch
 from erav1.book.results import refresh_results
 from erav1.errors import RunDirError
 from erav1.publish import (
+    PREVIOUS_RECIPE,
     PUBLISHED_WEIGHTS,
     RECIPE_KEYS,
     SUMMARY,
@@ -186,7 +187,12 @@ def test_other_seeds_of_the_recipe_are_listed_with_their_spread_and_the_book_see
     assert publish_run(run_dir, tmp_path / "out", device="cpu")["seeds"] == summary["seeds"]
     other = json.loads((tmp_path / "out" / SUMMARY).read_text())
     (tmp_path / "out" / SUMMARY).write_text(json.dumps(other | {"recipe": other["recipe"] | {"lr": 0.5}}))
+    assert not (tmp_path / "out" / PREVIOUS_RECIPE).exists(), "the same recipe published again replaces no recipe"
     assert [r["seed"] for r in publish_run(run_dir, tmp_path / "out", device="cpu")["seeds"]] == [0]
+    kept = json.loads((tmp_path / "out" / PREVIOUS_RECIPE).read_text())
+    assert kept["recipe"]["lr"] == 0.5 and kept["seeds"] == summary["seeds"], (
+        "the replaced recipe is kept, seeds and all"
+    )
 
 
 def test_a_run_of_another_recipe_or_the_same_seed_does_not_confirm_and_nothing_is_written(tiny_run, tmp_path):

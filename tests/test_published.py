@@ -123,12 +123,36 @@ def test_the_download_address_is_the_repository_and_branch_of_config_yml(monkeyp
     )
 
 
-def test_the_jpeg_copy_comparison_names_the_gap_only_for_the_same_recipe_on_all_official_images(tiny_run, tmp_path):
+def test_the_jpeg_copy_comparison_names_the_gap_only_for_the_same_recipe_on_all_official_images(
+    tiny_run, tmp_path, monkeypatch
+):
+    from erav1.book.results import same_recipe
+
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run.run_dir, run_dir)
     jpeg = json.loads((RESULTS / published.JPEG_COPY).read_text())
+    # A 3-epoch run on a subset: the gap shown is the published run's of the JPEG run's recipe, where there is one
+    twin = next((s for s in published.published_summaries() if same_recipe(s, jpeg)), None)
     text = published.describe_jpeg_copy(run_dir)
-    assert "did not train the same recipe" in text and "points" not in text, "a 3-epoch run on a subset"
+    if twin is None:
+        assert "did not train the same recipe" in text and "points" not in text
+    else:
+        gap = 100 * (twin["test_accuracy"] - jpeg["test_accuracy"])
+        assert f"| published, the JPEG run's recipe | {twin['data']} | {100 * twin['test_accuracy']:.2f}% |" in text
+        assert f"{abs(gap):.2f} points {'higher' if gap > 0 else 'lower'} than on the JPEG copy" in text
+        assert "This run trained another recipe or other images" in text
+
+    # Published files without a run of the JPEG run's recipe on the official pixels: no gap at all
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy2(RESULTS / published.JPEG_COPY, results / published.JPEG_COPY)
+    (results / published.SUMMARY).write_text(json.dumps(jpeg | {"recipe": jpeg["recipe"] | {"lr": 0.123}}))
+    monkeypatch.setattr(published, "clone_results", lambda: results)
+    text = published.describe_jpeg_copy(run_dir)
+    assert "did not train the same recipe" in text and "points" not in text
+    (results / published.PREVIOUS_RECIPE).write_text(json.dumps(jpeg | {"test_accuracy": 0.9}))  # the replaced one
+    text = published.describe_jpeg_copy(run_dir)
+    assert "| published, the JPEG run's recipe |" in text and "than on the JPEG copy" in text
 
     # The same run's files, told they trained the JPEG run's recipe on all of the official train set:
     config = json.loads((run_dir / "config.json").read_text())
@@ -141,10 +165,11 @@ def test_the_jpeg_copy_comparison_names_the_gap_only_for_the_same_recipe_on_all_
     gap = 100 * (history[-1]["test_acc"] - jpeg["test_accuracy"])
     assert f"{abs(gap):.2f} points {'higher' if gap > 0 else 'lower'} than on the JPEG copy" in text
     assert f"{100 * jpeg['test_accuracy']:.2f}%" in text and "CIFAR-10 (official pixels)" in text
+    assert "published, the JPEG run's recipe" not in text and "another recipe" not in text, "this run is the twin"
 
     config["subset"] = 500
     (run_dir / "config.json").write_text(json.dumps(config))
-    assert "did not train the same recipe" in published.describe_jpeg_copy(run_dir), "a subset is not the same data"
+    assert "| published, the JPEG run's recipe |" in published.describe_jpeg_copy(run_dir), "a subset is not the twin"
 
 
 def publish_study(folder: Path, written: Path, lr: float, value: float) -> None:
@@ -219,3 +244,36 @@ def test_the_recipe_search_rounds_are_downloaded_where_there_is_no_clone(served,
     shutil.copytree(ROOT / SEARCH_DIR, folder / PUBLISHED_SEARCH)  # the committed rounds and seeds, served
     assert describe_recipe_search(data_dir=tmp_path / "data") == in_clone
     assert f"/{PUBLISHED_SEARCH}/seeds/seed2.environment.json" in server.requests
+
+
+def test_once_all_seeds_have_ended_they_are_compared_with_the_published_recipe_they_replace(served, tiny_run, tmp_path):
+    from erav1.recipe_study import KEPT_SEEDS
+    from erav1.study_report import describe_confirmation
+
+    server, folder = served
+    data_dir = tmp_path / "data"
+    trained = json.loads((tiny_run.run_dir / "config.json").read_text())
+    publish_study(folder, tmp_path / "written" / "study.db", lr=trained["lr"], value=0.5)  # its best: tiny_run's
+    (folder / KEPT_SEEDS).mkdir()
+    for seed in range(3):
+        for part in ("environment", "history"):
+            shutil.copy(tiny_run.run_dir / f"{part}.json", folder / KEPT_SEEDS / f"seed{seed}.{part}.json")
+        (folder / KEPT_SEEDS / f"seed{seed}.config.json").write_text(json.dumps(trained | {"seed": seed}))
+    summary = json.loads((folder / published.SUMMARY).read_text())
+    old_seeds = [summary["seeds"][0] | {"seed": seed, "test_accuracy": acc} for seed, acc in ((0, 0.01), (1, 0.03))]
+    replaced = summary | {"recipe": summary["recipe"] | {"lr": trained["lr"] / 2}, "seeds": old_seeds}
+    accuracy = tiny_run.history[-1]["test_acc"]
+    sentence = (
+        f"The published recipe it replaces (`lr={trained['lr'] / 2}`) ended at a mean of 2.00% over its 2 seeds: "
+        f"this one's mean is {100 * accuracy - 2:.2f} points higher, "
+        "and its lowest seed is above that recipe's highest."
+    )
+
+    (folder / published.SUMMARY).write_text(json.dumps(replaced))  # confirmed, not yet published
+    assert sentence in describe_confirmation(data_dir=data_dir)
+    (folder / published.SUMMARY).write_text(json.dumps(summary | {"recipe": summary["recipe"] | {"lr": trained["lr"]}}))
+    (folder / published.PREVIOUS_RECIPE).write_text(json.dumps(replaced))  # published: the replaced one kept beside it
+    assert sentence in describe_confirmation(data_dir=data_dir)
+    (folder / published.PREVIOUS_RECIPE).unlink()  # nothing to compare with: the table and the spread alone
+    shown = describe_confirmation(data_dir=data_dir)
+    assert "All of them have ended" in shown and "replaces" not in shown
