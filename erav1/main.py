@@ -57,6 +57,11 @@ def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw: 
     return field(default=default, metadata={"help": help, "choices": choices, **kw})
 
 
+# Defaults that have changed, with the value they had before. A config.json or summary.json older than such an
+# option trained that value, and the recipe study keeps comparing every lever with its trial 0, which began there.
+SUPERSEDED_DEFAULTS: dict[str, Any] = {"cutout_p": 1.0}  # Cutout on every image, until the study's trial 9 won
+
+
 @dataclass
 class Config:
     """Everything that defines a training run. The CLI is generated from these fields."""
@@ -78,7 +83,7 @@ class Config:
     crop_padding: int = _opt(4, "RandomCrop zero padding in px (0 turns cropping off)")
     flip: bool = _opt(True, "random horizontal flip")
     cutout_size: int = _opt(16, "Cutout square side in px (0 turns Cutout off)")
-    cutout_p: float = _opt(1.0, "fraction of images that get Cutout")
+    cutout_p: float = _opt(0.5, "fraction of images that get Cutout")
     cutout_fill: str = _opt("zero", "Cutout square colour: black, or the mean colour (0 once normalised)", CUTOUT_FILLS)
     seed: int = _opt(0, "random seed: model init, shuffling and augmentation")
     device: str = _opt("auto", "auto picks cuda, then mps, then cpu", DEVICES)
@@ -148,6 +153,11 @@ class Config:
     def new_model(self, num_classes: int) -> nn.Module:
         """The untrained model of this recipe (its initial weights come from torch's global RNG)."""
         return get_model(self.model, num_classes, zero_init_residual=self.zero_init_residual)
+
+
+def first_defaults() -> dict[str, Any]:
+    """Config's defaults, each superseded one at its first value: what older files trained, where the study began."""
+    return {f.name: f.default for f in fields(Config)} | SUPERSEDED_DEFAULTS
 
 
 # Options that may change between a run and its resumption without changing its result.

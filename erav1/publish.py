@@ -84,16 +84,23 @@ def _check_finished(run_dir: Path, weights: bool = True) -> None:
 
 
 def recipe_options(config: dict[str, Any]) -> dict[str, Any]:
-    """The recipe's options from a config.json or a summary's recipe; a run older than an option had its default."""
+    """The recipe's options from a config.json or a summary's recipe; a run older than an option trained its
+    first default (``SUPERSEDED_DEFAULTS`` holds those that have changed since)."""
+    from erav1.main import first_defaults
+
+    defaults = first_defaults()
+    return {key: config.get(key, defaults[key]) for key in RECIPE_KEYS}
+
+
+def config_defaults() -> dict[str, Any]:
     from erav1.main import Config
 
-    defaults = {f.name: f.default for f in fields(Config)}
-    return {key: config.get(key, defaults[key]) for key in RECIPE_KEYS}
+    return {f.name: f.default for f in fields(Config)}
 
 
 def recipe_changes(config: dict[str, Any]) -> dict[str, Any]:
     """Where a run's recipe differs from Config's defaults: what chapter 3 must train to show that run."""
-    defaults = recipe_options({})
+    defaults = config_defaults()
     return {key: value for key, value in recipe_options(config).items() if value != defaults[key]}
 
 

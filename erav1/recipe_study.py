@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -227,10 +227,14 @@ def queue_next(study: optuna.Study, planned: Sequence[Mapping[str, Any]]) -> Non
 
 
 def reference_recipe(space: Mapping[str, BaseDistribution] = SPACE) -> dict[str, Any]:
-    """The book's recipe (Config's defaults) in the search space: the study's first trial, a yardstick."""
-    from erav1.main import Config
+    """The book's recipe when the study began, in the search space: the study's first trial, a yardstick.
 
-    defaults = {f.name: f.default for f in fields(Config)}
+    That is Config's defaults as they were then (``SUPERSEDED_DEFAULTS``): some have since moved to the study's
+    confirmed winner, and every lever must still be compared with the same trial 0.
+    """
+    from erav1.main import first_defaults
+
+    defaults = first_defaults()
     return {name: defaults[name] for name in space}
 
 

@@ -132,7 +132,7 @@ def describe_confirmation(
     seed takes a session), so the chapter shows them as they land; ``kept`` reads another folder instead.
     The test set only scores these runs: validation chose the recipe before the first one started.
     """
-    from erav1.publish import CONFIRMATION_SEEDS
+    from erav1.publish import CONFIRMATION_SEEDS, recipe_options
     from erav1.published import seeds_spread, seeds_table
 
     study = load_existing_study(storage, name, data_dir)
@@ -148,19 +148,21 @@ def describe_confirmation(
     )
     if not seeds:
         return Markdown(intro + " No seed has ended yet.")
-    table = seeds_table(seeds, 0, "to publish")
+    summaries = published_summaries(data_dir)  # the published one, then the one it replaced
+    published = bool(summaries) and not changed_options(recipe_options(summaries[0]["recipe"]), recipe)
+    table = seeds_table(seeds, 0, "published" if published else "to publish")
     if len(seeds) < CONFIRMATION_SEEDS:
         ended = f"{len(seeds)} of the {CONFIRMATION_SEEDS} seeds {'has' if len(seeds) == 1 else 'have'} ended"
         return Markdown(f"{intro} {ended}:\n\n{table}")
-    against = _against_the_replaced_recipe(recipe, seeds, data_dir)
+    against = _against_the_replaced_recipe(recipe, seeds, summaries)
     return Markdown(f"{intro} All of them have ended:\n\n{table}\n\n{seeds_spread(seeds)}{against}")
 
 
-def _against_the_replaced_recipe(recipe: dict[str, object], seeds: list[dict], data_dir: str | os.PathLike) -> str:
+def _against_the_replaced_recipe(recipe: dict[str, object], seeds: list[dict], summaries: list[dict]) -> str:
     """How the confirmed seeds compare with those of the published recipe they replace: the point of the search."""
     from erav1.publish import recipe_options, summary_seeds
 
-    for summary in published_summaries(data_dir):  # the published one, then the one it replaced
+    for summary in summaries:
         options = recipe_options(summary["recipe"])
         changed = changed_options(options, recipe)
         if changed:

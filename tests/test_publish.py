@@ -11,6 +11,7 @@ import torch
 
 from erav1.book.results import refresh_results
 from erav1.errors import RunDirError
+from erav1.main import Config
 from erav1.publish import (
     PREVIOUS_RECIPE,
     PUBLISHED_WEIGHTS,
@@ -285,10 +286,11 @@ def test_a_run_older_than_a_recipe_option_publishes_the_default_it_trained_with(
     run_dir = tmp_path / "old-run"
     shutil.copytree(tiny_run.run_dir, run_dir)
     config = json.loads((run_dir / CONFIG).read_text())
-    del config["ema_decay"], config["cutout_fill"]  # a config.json written before these options existed
+    del config["ema_decay"], config["cutout_fill"], config["cutout_p"]  # written before these options existed
     (run_dir / CONFIG).write_text(json.dumps(config))
     recipe = run_record(run_dir)["recipe"]
     assert recipe["ema_decay"] == 0.0 and recipe["cutout_fill"] == "zero"
+    assert recipe["cutout_p"] == 1.0 != Config().cutout_p, "the default it trained with, not today's"
     assert set(recipe) == set(RECIPE_KEYS) | {"precision"}
 
 
@@ -306,12 +308,12 @@ def test_a_summary_older_than_a_lever_is_the_same_recipe_only_while_the_lever_is
 
 def test_recipe_changes_name_what_differs_from_configs_defaults_and_nothing_else():
     """What chapter 3 must train to show a run: the recipe options off Config's defaults, not where it ran."""
-    from erav1.main import Config
 
     config = Config(lr=0.2, batch_size=256, ema_decay=0.995, device="cuda", run_dir="elsewhere").to_saved_dict()
     assert recipe_changes(config) == {"lr": 0.2, "batch_size": 256, "ema_decay": 0.995}
     assert recipe_changes(Config().to_saved_dict()) == {}
-    assert recipe_changes({"lr": 0.2}) == {"lr": 0.2}, "a config older than an option trained its default"
+    older = {"lr": 0.2}  # a config older than every option trained each one's first default
+    assert recipe_changes(older) == {"lr": 0.2, "cutout_p": 1.0}, "Cutout was on every image until trial 9 won"
 
 
 def test_without_a_study_the_published_run_is_confirmed_with_the_seeds_its_summary_lacks_each_joining_when_it_ends(

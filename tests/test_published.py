@@ -270,10 +270,12 @@ def test_once_all_seeds_have_ended_they_are_compared_with_the_published_recipe_t
     )
 
     (folder / published.SUMMARY).write_text(json.dumps(replaced))  # confirmed, not yet published
-    assert sentence in describe_confirmation(data_dir=data_dir)
+    shown = describe_confirmation(data_dir=data_dir)
+    assert sentence in shown and "| **0** (to publish) |" in shown
     (folder / published.SUMMARY).write_text(json.dumps(summary | {"recipe": summary["recipe"] | {"lr": trained["lr"]}}))
     (folder / published.PREVIOUS_RECIPE).write_text(json.dumps(replaced))  # published: the replaced one kept beside it
-    assert sentence in describe_confirmation(data_dir=data_dir)
+    shown = describe_confirmation(data_dir=data_dir)
+    assert sentence in shown and "| **0** (published) |" in shown
     (folder / published.PREVIOUS_RECIPE).unlink()  # nothing to compare with: the table and the spread alone
     shown = describe_confirmation(data_dir=data_dir)
     assert "All of them have ended" in shown and "replaces" not in shown

@@ -418,9 +418,9 @@ def test_without_a_study_the_book_says_so_in_one_sentence(tmp_path):
     assert not (tmp_path / "absent.db").exists()
 
 
-def test_the_reference_recipe_is_the_books_and_lies_in_the_search_space():
+def test_the_reference_recipe_is_the_books_when_the_study_began_and_lies_in_the_search_space():
     reference = reference_recipe()
-    assert reference == {name: getattr(Config(), name) for name in STUDY_SPACE}
+    assert reference == {name: getattr(Config(), name) for name in STUDY_SPACE} | {"cutout_p": 1.0}, "as it began"
     assert (reference["cutout_fill"], reference["zero_init_residual"], reference["ema_decay"]) == ("zero", False, 0.0)
     for name, distribution in STUDY_SPACE.items():
         assert distribution._contains(distribution.to_internal_repr(reference[name])), name
