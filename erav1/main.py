@@ -155,9 +155,14 @@ class Config:
         return get_model(self.model, num_classes, zero_init_residual=self.zero_init_residual)
 
 
+def config_defaults() -> dict[str, Any]:
+    """Config's defaults: the book's recipe, what chapter 3 and ``erav1 train`` run."""
+    return {f.name: f.default for f in fields(Config)}
+
+
 def first_defaults() -> dict[str, Any]:
     """Config's defaults, each superseded one at its first value: what older files trained, where the study began."""
-    return {f.name: f.default for f in fields(Config)} | SUPERSEDED_DEFAULTS
+    return config_defaults() | SUPERSEDED_DEFAULTS
 
 
 # Options that may change between a run and its resumption without changing its result.

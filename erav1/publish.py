@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -92,14 +91,10 @@ def recipe_options(config: dict[str, Any]) -> dict[str, Any]:
     return {key: config.get(key, defaults[key]) for key in RECIPE_KEYS}
 
 
-def config_defaults() -> dict[str, Any]:
-    from erav1.main import Config
-
-    return {f.name: f.default for f in fields(Config)}
-
-
 def recipe_changes(config: dict[str, Any]) -> dict[str, Any]:
     """Where a run's recipe differs from Config's defaults: what chapter 3 must train to show that run."""
+    from erav1.main import config_defaults
+
     defaults = config_defaults()
     return {key: value for key, value in recipe_options(config).items() if value != defaults[key]}
 
