@@ -110,6 +110,25 @@ class RetryOnce(optuna.storages.RetryHeartbeatStaleTrialCallback):
                 super().__call__(study, trial)
 
 
+class KnownSpaceTPE(optuna.samplers.TPESampler):
+    """Multivariate TPE over a search space given in advance, so that a lever whose range widened stays in it.
+
+    Optuna infers the joint space from the trials and keeps a lever only where every trial was suggested from
+    the same distribution. This study widened one range on the way (Cutout p's floor, from 0.5 to 0.25, once 0.5
+    had won), so inferring it would drop the lever that mattered most from the joint model for good and sample
+    it alone. The space is known, and every earlier value lies inside it.
+    """
+
+    def __init__(self, space: Mapping[str, BaseDistribution], **kwargs: Any) -> None:
+        super().__init__(multivariate=True, **kwargs)
+        self.space = {name: distribution for name, distribution in space.items() if not distribution.single()}
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return dict(self.space)
+
+
 class TrainingFailed(Erav1Error):
     """``erav1 train`` ended with an error (diverged, out of memory): the trial fails, the study goes on."""
 
@@ -147,6 +166,7 @@ def open_study(
     heartbeat_interval: int = 30,
     grace_period: int = 120,
     planned: Sequence[Mapping[str, Any]] = (),
+    space: Mapping[str, BaseDistribution] = SPACE,
 ) -> optuna.Study:
     """Create the study, or load it to continue; a trial without a heartbeat for ``grace_period`` s is retried.
 
@@ -154,7 +174,7 @@ def open_study(
     resumes the stale trial's run directory. The ``planned`` trials run first, in order (see
     :func:`ask_in_order`). TPE's constant liar keeps parallel trials apart, and its
     multivariate model learns levers that act together (the peak lr with the batch size it should scale
-    with, and with its warm-up share) rather than each one alone.
+    with, and with its warm-up share) rather than each one alone, over ``space`` (:class:`KnownSpaceTPE`).
     """
     if storage.startswith("sqlite:///"):
         write_ahead_log(Path(storage.removeprefix("sqlite:///")))
@@ -167,7 +187,7 @@ def open_study(
             grace_period=grace_period,
             heartbeat_stale_trial_callback=RetryOnce(max_retry=3),
         )
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+        sampler = KnownSpaceTPE(space, seed=seed, constant_liar=True)
     study = optuna.create_study(
         storage=rdb,
         study_name=name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from statistics import fmean
 from typing import TYPE_CHECKING
@@ -13,11 +14,12 @@ from tqdm import TqdmWarning
 with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns on stderr in a notebook without ipywidgets
     warnings.simplefilter("ignore", TqdmWarning)
     import optuna
+from optuna.distributions import BaseDistribution  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from erav1.published import published_file, published_summaries
 from erav1.recipe_search import PUBLISHED_SEARCH
-from erav1.recipe_study import KEPT_SEEDS, STUDY_NAME, best_recipe, changed_options, tidy
+from erav1.recipe_study import KEPT_SEEDS, SPACE, STUDY_NAME, best_recipe, changed_options, tidy
 from erav1.utils.rundir import CONFIG, ENVIRONMENT, HISTORY, read_json
 from erav1.utils.text import Markdown, markdown_table, percent, recipe_changes, recipe_settings
 
@@ -224,7 +226,9 @@ def draw_study(
     varied = _varied_params(study)
     if len(varied) >= 2:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        figures["param_importances"] = lambda s: plots.plot_param_importances(s, evaluator=evaluator, params=varied)
+        figures["param_importances"] = lambda s: plots.plot_param_importances(
+            complete_in_space(s), evaluator=evaluator, params=varied
+        )
     else:
         notes.append(_no_importances(varied))
     with warnings.catch_warnings():  # Optuna's matplotlib plots are "experimental" since Optuna 2.2
@@ -250,6 +254,26 @@ def save_study_plots(out: Path, storage: str | None = None, name: str = STUDY_NA
         plt.close(axes.figure)
         lines.append(f"![{figure_name.replace('_', ' ')}]({path})")
     return Markdown("\n\n".join([*lines, note] if note else lines))
+
+
+def complete_in_space(study: optuna.Study, space: Mapping[str, BaseDistribution] = SPACE) -> optuna.Study:
+    """The complete trials, in memory, each with the space's distributions wherever they hold its values.
+
+    A trial keeps the distribution it was suggested from, and Optuna's importances refuse a parameter whose
+    distribution differs between trials. The study widened Cutout p's range on the way (see
+    :class:`erav1.recipe_study.KnownSpaceTPE`); the earlier values lie in the wider range.
+    """
+    storage = optuna.storages.InMemoryStorage()  # load_study, unlike create_study, logs nothing under the plot
+    storage.create_new_study([study.direction], study.study_name)
+    view = optuna.load_study(study_name=study.study_name, storage=storage)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        widened = trial.distributions | {name: space[name] for name in trial.distributions if name in space}
+        try:
+            trial = optuna.trial.create_trial(params=trial.params, distributions=widened, value=trial.value)
+        except ValueError:  # a value outside today's space (a range that narrowed): the trial keeps its own
+            pass
+        view.add_trial(trial)
+    return view
 
 
 def _varied_params(study: optuna.Study) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from erav1.main import Config
@@ -390,6 +390,31 @@ def test_parameter_importances_rank_only_the_parameters_that_varied(tmp_path):
     drawn, note = draw_study(storage)
     ranked = {label.get_text() for label in drawn["param_importances"].get_yticklabels()}
     assert ranked == {"ema_decay", "label_smoothing"} and note is None
+
+
+def test_a_lever_whose_range_widened_stays_in_the_importances_and_in_the_joint_model(tmp_path):
+    """The book's study widened Cutout p's range (floor 0.5, then 0.25) after trials had been suggested from it.
+
+    Optuna keeps a parameter in its importances, and in multivariate TPE's joint model, only where every trial
+    holds the same distribution: without the study's space, the plot would fail and the sampler would drop the
+    lever that won.
+    """
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(storage, seed=0)
+    narrower = STUDY_SPACE | {"cutout_p": FloatDistribution(0.5, 1.0, step=0.25)}
+    reference = reference_recipe()
+    for number in range(10):  # TPE's startup trials, as before the range widened
+        changes = {"cutout_p": [1.0, 0.75, 0.5][number % 3], "label_smoothing": [0.0, 0.1][number % 2]}
+        value = 0.9 + 0.01 * (number % 3) + 0.002 * (number % 2)
+        study.add_trial(optuna.create_trial(params=reference | changes, distributions=narrower, value=value))
+    study.add_trial(optuna.create_trial(params=reference | {"cutout_p": 0.25}, distributions=STUDY_SPACE, value=0.93))
+
+    drawn, note = draw_study(storage)
+    ranked = {label.get_text() for label in drawn["param_importances"].get_yticklabels()}
+    assert ranked == {"cutout_p", "label_smoothing"} and note is None
+    trial = open_study(storage, seed=0).ask()
+    assert trial.relative_params.keys() == {name for name, d in STUDY_SPACE.items() if not d.single()}
+    assert trial.suggest_float("cutout_p", **vars(STUDY_SPACE["cutout_p"])) == trial.relative_params["cutout_p"]
 
 
 def test_the_table_shows_what_each_trial_changes_and_what_the_queued_ones_will_train(tmp_path):
