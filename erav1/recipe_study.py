@@ -50,6 +50,8 @@ INTERRUPTED = 130  # what `erav1 train` exits with after Ctrl-C or SIGTERM, its 
 
 # The levers `erav1 train` already has, around the recipe the book trains with (Config's defaults).
 # Steps keep every value short enough to name a run directory by, and give repeated recipes the same one.
+# The committed study goes on in this space: a float range may widen, but Optuna refuses a new trial whose lever
+# changed kind or, for a categorical one, its choices (a smaller batch size would need a new study).
 SPACE: dict[str, BaseDistribution] = {
     "batch_size": CategoricalDistribution([256, 512, 1024]),
     "lr": FloatDistribution(0.1, 0.8, step=0.05),  # the OneCycle peak

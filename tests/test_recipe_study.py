@@ -6,6 +6,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -23,7 +24,15 @@ from optuna.trial import TrialState
 
 from erav1.main import Config
 from erav1.recipe_study import SPACE as STUDY_SPACE
-from erav1.recipe_study import StudySettings, first_trials, open_study, reference_recipe, run_name, run_study
+from erav1.recipe_study import (
+    StudySettings,
+    first_trials,
+    open_study,
+    reference_recipe,
+    run_name,
+    run_study,
+    suggest,
+)
 from erav1.study_report import NO_STUDY, describe_study, draw_study, save_study_plots
 from erav1.utils.rundir import describe_hardware
 
@@ -415,6 +424,25 @@ def test_a_lever_whose_range_widened_stays_in_the_importances_and_in_the_joint_m
     trial = open_study(storage, seed=0).ask()
     assert trial.relative_params.keys() == {name for name, d in STUDY_SPACE.items() if not d.single()}
     assert trial.suggest_float("cutout_p", **vars(STUDY_SPACE["cutout_p"])) == trial.relative_params["cutout_p"]
+
+
+def test_the_book_study_continues_in_todays_space(tmp_path):
+    """SPACE may widen a float range, never change a lever's kind or a categorical lever's choices.
+
+    Optuna refuses to record a parameter whose distribution differs in kind, or in a categorical's choices, from
+    the study's earlier trials, so every new trial of the committed study would fail; and KnownSpaceTPE models
+    the earlier trials inside today's ranges, which must hold their values.
+    """
+    shutil.copy(ROOT / "book" / "results" / "recipe_search" / "study.db", tmp_path / "study.db")
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}", seed=0)
+    held = [t for t in study.trials if t.params]
+    assert len(held) >= 10
+    for trial in held:
+        assert trial.params.keys() == STUDY_SPACE.keys()
+        optuna.create_trial(params=trial.params, distributions=STUDY_SPACE, value=0.0)  # raises outside the space
+    new = study.ask()
+    suggested = {name: suggest(new, name, distribution) for name, distribution in STUDY_SPACE.items()}
+    assert study.trials[new.number].params == suggested
 
 
 def test_the_table_shows_what_each_trial_changes_and_what_the_queued_ones_will_train(tmp_path):
