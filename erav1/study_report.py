@@ -263,9 +263,12 @@ def complete_in_space(study: optuna.Study, space: Mapping[str, BaseDistribution]
     distribution differs between trials. The study widened Cutout p's range on the way (see
     :class:`erav1.recipe_study.KnownSpaceTPE`); the earlier values lie in the wider range.
     """
-    storage = optuna.storages.InMemoryStorage()  # load_study, unlike create_study, logs nothing under the plot
-    storage.create_new_study([study.direction], study.study_name)
-    view = optuna.load_study(study_name=study.study_name, storage=storage)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory" is no news under a plot
+    try:
+        view = optuna.create_study(study_name=study.study_name, direction=study.direction)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         widened = trial.distributions | {name: space[name] for name in trial.distributions if name in space}
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import re
 import shutil
@@ -401,6 +402,21 @@ def test_parameter_importances_rank_only_the_parameters_that_varied(tmp_path):
     assert ranked == {"ema_decay", "label_smoothing"} and note is None
 
 
+def add(study: optuna.Study, params: dict, distributions: dict, value: float) -> None:
+    """A complete trial with the curve a real one reports (an epoch's validation accuracy)."""
+    trial = optuna.create_trial(params=params, distributions=distributions, value=value, intermediate_values={1: value})
+    study.add_trial(trial)
+
+
+class RecordedLogs(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def test_a_lever_whose_range_widened_stays_in_the_importances_and_in_the_joint_model(tmp_path):
     """The book's study widened Cutout p's range (floor 0.5, then 0.25) after trials had been suggested from it.
 
@@ -415,10 +431,16 @@ def test_a_lever_whose_range_widened_stays_in_the_importances_and_in_the_joint_m
     for number in range(10):  # TPE's startup trials, as before the range widened
         changes = {"cutout_p": [1.0, 0.75, 0.5][number % 3], "label_smoothing": [0.0, 0.1][number % 2]}
         value = 0.9 + 0.01 * (number % 3) + 0.002 * (number % 2)
-        study.add_trial(optuna.create_trial(params=reference | changes, distributions=narrower, value=value))
-    study.add_trial(optuna.create_trial(params=reference | {"cutout_p": 0.25}, distributions=STUDY_SPACE, value=0.93))
+        add(study, reference | changes, narrower, value)
+    add(study, reference | {"cutout_p": 0.25}, STUDY_SPACE, 0.93)
 
-    drawn, note = draw_study(storage)
+    logged = RecordedLogs()
+    logging.getLogger("optuna").addHandler(logged)  # Optuna's own handler writes to the stderr of its import
+    try:
+        drawn, note = draw_study(storage)
+    finally:
+        logging.getLogger("optuna").removeHandler(logged)
+    assert logged.messages == [], "chapter 3's cell shows the plots, and no log line under them"
     ranked = {label.get_text() for label in drawn["param_importances"].get_yticklabels()}
     assert ranked == {"cutout_p", "label_smoothing"} and note is None
     trial = open_study(storage, seed=0).ask()
