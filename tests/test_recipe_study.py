@@ -375,6 +375,12 @@ def test_the_book_gets_a_table_of_every_trial_and_optunas_plots(tiny_study, tmp_
     )
 
 
+def add_complete_trial(study: optuna.Study, params: dict, distributions: dict, value: float) -> None:
+    """A complete trial with the curve a real one reports (an epoch's validation accuracy)."""
+    trial = optuna.create_trial(params=params, distributions=distributions, value=value, intermediate_values={1: value})
+    study.add_trial(trial)
+
+
 def test_parameter_importances_rank_only_the_parameters_that_varied(tmp_path):
     """Optuna's fANOVA plot, on hand-made trials of the real space: the tiny real ones may all score alike.
 
@@ -386,7 +392,7 @@ def test_parameter_importances_rank_only_the_parameters_that_varied(tmp_path):
     reference = reference_recipe()
 
     def add(changes, acc):
-        study.add_trial(optuna.create_trial(params=reference | changes, distributions=STUDY_SPACE, value=acc))
+        add_complete_trial(study, reference | changes, STUDY_SPACE, acc)
 
     add({}, 0.90)
     add({"ema_decay": 0.995}, 0.90)
@@ -400,12 +406,6 @@ def test_parameter_importances_rank_only_the_parameters_that_varied(tmp_path):
     drawn, note = draw_study(storage)
     ranked = {label.get_text() for label in drawn["param_importances"].get_yticklabels()}
     assert ranked == {"ema_decay", "label_smoothing"} and note is None
-
-
-def add(study: optuna.Study, params: dict, distributions: dict, value: float) -> None:
-    """A complete trial with the curve a real one reports (an epoch's validation accuracy)."""
-    trial = optuna.create_trial(params=params, distributions=distributions, value=value, intermediate_values={1: value})
-    study.add_trial(trial)
 
 
 class RecordedLogs(logging.Handler):
@@ -431,8 +431,8 @@ def test_a_lever_whose_range_widened_stays_in_the_importances_and_in_the_joint_m
     for number in range(10):  # TPE's startup trials, as before the range widened
         changes = {"cutout_p": [1.0, 0.75, 0.5][number % 3], "label_smoothing": [0.0, 0.1][number % 2]}
         value = 0.9 + 0.01 * (number % 3) + 0.002 * (number % 2)
-        add(study, reference | changes, narrower, value)
-    add(study, reference | {"cutout_p": 0.25}, STUDY_SPACE, 0.93)
+        add_complete_trial(study, reference | changes, narrower, value)
+    add_complete_trial(study, reference | {"cutout_p": 0.25}, STUDY_SPACE, 0.93)
 
     logged = RecordedLogs()
     logging.getLogger("optuna").addHandler(logged)  # Optuna's own handler writes to the stderr of its import
