@@ -269,22 +269,33 @@ def describe_jpeg_copy(run_dir: str | os.PathLike, data_dir: str | os.PathLike =
 
 def describe_seeds(data_dir: str | os.PathLike = "~/.cache/erav1", summary: dict[str, Any] | None = None) -> Markdown:
     """The published recipe with every seed it trained on all of train: how much of its number is the seed's."""
-    from erav1.publish import CONFIRMATION_SEEDS, summary_seeds
+    from erav1.publish import summary_seeds
 
     summary = summary or published_summary(data_dir)
     seeds = summary_seeds(summary)
-    if len(seeds) >= CONFIRMATION_SEEDS:
-        verdict = seeds_spread(seeds)
-    else:
-        verdict = (
-            f"So far the recipe has trained with {len(seeds)} of the {CONFIRMATION_SEEDS} seeds that confirm "
-            "it. Another seed is `erav1 train --seed N --run-dir runs/seedN`; "
-            "`erav1 publish --seed-run runs/seedN` then adds it to this table."
-        )
     return Markdown(
-        seeds_table(seeds, summary["seed"], "published") + "\n\n" + verdict + f" The published run is seed "
-        f"{summary['seed']}, the seed the book fixed (`Config.seed`) before any of these runs trained: the test set "
-        "did not pick it among them."
+        seeds_table(seeds, summary["seed"], "published") + "\n\n" + seeds_verdict(seeds) + published_seed(summary)
+    )
+
+
+def seeds_verdict(seeds: list[dict[str, Any]]) -> str:
+    """How far apart the seeds land, once all that confirm a recipe have trained; else how to train the rest."""
+    from erav1.publish import CONFIRMATION_SEEDS
+
+    if len(seeds) >= CONFIRMATION_SEEDS:
+        return seeds_spread(seeds)
+    return (
+        f"So far the recipe has trained with {len(seeds)} of the {CONFIRMATION_SEEDS} seeds that confirm "
+        "it. Another seed is `erav1 train --seed N --run-dir runs/seedN`; "
+        "`erav1 publish --seed-run runs/seedN` then adds it to this table."
+    )
+
+
+def published_seed(summary: dict[str, Any]) -> str:
+    """Which seed of the table is published, and why that is not the test set's choice."""
+    return (
+        f" The published run is seed {summary['seed']}, the seed the book fixed (`Config.seed`) before any of "
+        "these runs trained: the test set did not pick it among them."
     )
 
 

@@ -160,6 +160,31 @@ def describe_confirmation(
     return Markdown(f"{intro} All of them have ended:\n\n{table}\n\n{seeds_spread(seeds)}{against}")
 
 
+def describe_published_seeds(
+    storage: str | None = None,
+    name: str = STUDY_NAME,
+    data_dir: str | os.PathLike = "~/.cache/erav1",
+    summary: dict | None = None,
+) -> Markdown:
+    """The published recipe's seeds (``published.describe_seeds``), without repeating the confirmation's table.
+
+    Where the published recipe is the study's best trial's, its seeds are the ones ``describe_confirmation``
+    shows, so this says what they add up to and which one is published; any other recipe gets its table.
+    """
+    from erav1.publish import recipe_options, summary_seeds
+    from erav1.published import describe_seeds, published_seed, published_summary, seeds_verdict
+
+    summary = summary or published_summary(data_dir)
+    study = load_existing_study(storage, name, data_dir)
+    best = _best(study) if study is not None else None
+    if best is None or changed_options(recipe_options(summary["recipe"]), best_recipe(study)):
+        return describe_seeds(data_dir, summary)
+    return Markdown(
+        f"The published recipe is trial {best.number}'s, so its seeds are the ones its confirmation trained "
+        f"(the table above). {seeds_verdict(summary_seeds(summary))}{published_seed(summary)}"
+    )
+
+
 def _against_the_replaced_recipe(recipe: dict[str, object], seeds: list[dict], summaries: list[dict]) -> str:
     """How the confirmed seeds compare with those of the published recipe they replace: the point of the search."""
     from erav1.publish import recipe_options, summary_seeds

@@ -384,7 +384,7 @@ def test_the_studys_best_recipe_keeps_each_seed_as_it_ends_and_a_new_machine_tra
     import optuna
 
     from erav1.recipe_study import SPACE, open_study, reference_recipe
-    from erav1.study_report import describe_confirmation
+    from erav1.study_report import describe_confirmation, describe_published_seeds
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = open_study(storage)
@@ -434,6 +434,10 @@ def test_the_studys_best_recipe_keeps_each_seed_as_it_ends_and_a_new_machine_tra
         (1, seed1[-1]["test_acc"]),
     ]
     assert summary["weights_sha256"] == kept_sha, "the kept weights are the published ones, byte for byte"
+    shown = describe_published_seeds(storage, summary=summary)  # chapter 3 does not repeat the table above
+    assert "trial 0's" in shown and "| seed |" not in shown and "The published run is seed 0" in shown
+    other = describe_published_seeds(storage, summary=summary | {"recipe": summary["recipe"] | {"lr": 9.9}})
+    assert "| **0** (published) |" in other, "a recipe the study did not confirm shows its own seeds"
     assert sorted(p.name for p in kept.iterdir()) == [
         "seed0.config.json",
         "seed0.environment.json",
