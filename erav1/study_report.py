@@ -74,8 +74,10 @@ def _continues(trial: FrozenTrial) -> int | None:
 
 
 def _state(trial: FrozenTrial, resumed_as: dict[int, int]) -> str:
-    if trial.state == TrialState.FAIL and trial.number in resumed_as:
-        return f"interrupted, resumed as trial {resumed_as[trial.number]}"
+    """How the trial ended; one that another continues says which (a pruned one only where a pruner erred)."""
+    if trial.number in resumed_as and trial.state in (TrialState.FAIL, TrialState.PRUNED):
+        ended = "interrupted" if trial.state == TrialState.FAIL else "pruned"
+        return f"{ended}, resumed as trial {resumed_as[trial.number]}"
     return STATES[trial.state]
 
 

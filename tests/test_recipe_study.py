@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import zipfile
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -71,8 +72,8 @@ def settings(tiny_zip: Path, cache_dir: Path, runs: Path, epochs: int = 2) -> St
     )
 
 
-def history_of(trial: optuna.trial.FrozenTrial) -> list[dict]:
-    return json.loads((Path(trial.user_attrs["run_dir"]) / "history.json").read_text())
+def history_of(trial: optuna.trial.FrozenTrial, runs: Path) -> list[dict]:
+    return json.loads((runs / trial.user_attrs["run"] / "history.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -164,16 +165,18 @@ def test_two_threads_that_both_fail_a_stale_trial_queue_one_retry(tmp_path, slow
 
 @pytest.mark.slow
 def test_trials_run_erav1_train_and_report_every_epoch_of_its_history(tiny_study):
-    _, study = tiny_study
+    storage, study = tiny_study
+    runs = Path(storage.removeprefix("sqlite:///")).parent / "runs"
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert {t.params["lr"] for t in trials} == {0.02, 0.05}
     for trial in trials:
-        history = history_of(trial)
+        assert trial.user_attrs["run"] == run_name(trial.params), "the run's folder, not this machine's path"
+        history = history_of(trial, runs)
         assert [r["epoch"] for r in history] == [1, 2]
         assert trial.intermediate_values == {r["epoch"]: r["val_acc"] for r in history}
         assert trial.value == history[-1]["val_acc"]
-        config = json.loads((Path(trial.user_attrs["run_dir"]) / "config.json").read_text())
+        config = json.loads((runs / trial.user_attrs["run"] / "config.json").read_text())
         assert (config["val_fraction"], config["lr"], config["epochs"], config["seed"]) == (
             0.1,
             trial.params["lr"],
@@ -208,12 +211,12 @@ def test_a_pruned_trial_interrupts_its_trainer_and_keeps_a_loadable_checkpoint(t
     (trial,) = study.get_trials()
     assert trial.state == TrialState.PRUNED
     assert list(trial.intermediate_values) == [1]
-    run_dir = Path(trial.user_attrs["run_dir"])
+    run_dir = tmp_path / "runs" / trial.user_attrs["run"]
     assert trainers_in(run_dir) == []
     assert "interrupted" in (run_dir / "train.log").read_text()
     assert not (run_dir / "model.pt").exists()
     checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
-    assert checkpoint["epoch"] == len(history_of(trial)) < 5
+    assert checkpoint["epoch"] == len(history_of(trial, tmp_path / "runs")) < 5
     assert "need complete trials" in save_study_plots(tmp_path / "plots", storage)
 
 
@@ -259,6 +262,45 @@ def start_worker(storage: str, tiny_zip: Path, cache_dir: Path, runs: Path) -> s
     return worker
 
 
+def test_the_default_pruner_stops_the_bottom_quarter_from_half_way_on():
+    """Optuna's percentile is the share of trials it keeps from the top, not the share it prunes.
+
+    With 25 the book's study kept only the top quarter: its trial 14, at its epoch 11 above two of the five
+    finished trials, was pruned. Here five finished trials score 80-84% at every epoch.
+    """
+    from erav1.recipe_study import default_pruner
+
+    study = optuna.create_study(direction="maximize", pruner=default_pruner(epochs=20))
+    for value in (0.80, 0.81, 0.82, 0.83, 0.84):
+        epochs = dict.fromkeys(range(1, 21), value)
+        study.add_trial(optuna.create_trial(params={}, distributions={}, value=value, intermediate_values=epochs))
+
+    def pruned(curve: dict[int, float]) -> bool:
+        trial = study.ask()
+        for epoch, value in curve.items():
+            trial.report(value, epoch)
+        return trial.should_prune()
+
+    assert not pruned({epoch: 0.10 for epoch in range(1, 10)}), "no trial is judged in its first half"
+    assert pruned({epoch: 0.805 for epoch in range(1, 12)}), "below the bottom quarter at epoch 11"
+    assert not pruned({epoch: 0.815 for epoch in range(1, 12)}), "above the bottom quarter, below the median"
+
+
+def test_a_trial_pruned_in_error_and_queued_again_says_which_trial_continues_it(tmp_path):
+    """The book's trial 14 was pruned by the misread percentile and queued again to resume its run."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(storage)
+    recipe = reference_recipe()
+    pruned = optuna.create_trial(
+        params=recipe, distributions=STUDY_SPACE, state=TrialState.PRUNED, intermediate_values={11: 0.8198}
+    )
+    study.add_trial(pruned)
+    study.enqueue_trial(recipe, user_attrs={"resumes": 0})
+    table = describe_study(storage)
+    assert "| 0 | none (trial 0's recipe) | 81.98% | 11 | pruned, resumed as trial 1 | - |" in table
+    assert "| 1 | none (trial 0's recipe) | - | 0 | waiting | - |" in table
+
+
 def one_epoch_run(runs: Path) -> tuple[Path, list[dict]]:
     (run_dir,) = runs.iterdir()
     history = json.loads((run_dir / "history.json").read_text())
@@ -284,8 +326,8 @@ def test_a_trial_whose_worker_died_resumes_its_run_directory(tiny_zip, cache_dir
     stale, resumed = study.get_trials()
     assert (stale.state, resumed.state) == (TrialState.FAIL, TrialState.COMPLETE)
     assert resumed.params == stale.params and resumed.system_attrs["failed_trial"] == stale.number
-    assert resumed.user_attrs["run_dir"] == str(run_dir)
-    history = history_of(resumed)
+    assert runs / resumed.user_attrs["run"] == run_dir
+    history = history_of(resumed, runs)
     assert history[:1] == first_epoch and len(history) == 2  # epoch 1 kept as it was, not trained again
     assert "resuming" in (run_dir / "train.log").read_text()
     assert resumed.intermediate_values == {r["epoch"]: r["val_acc"] for r in history}
@@ -296,7 +338,7 @@ def test_a_trial_whose_worker_died_resumes_its_run_directory(tiny_zip, cache_dir
     study.enqueue_trial(resumed.params)  # as if the worker had died once its run had finished: nothing to train
     run_study(study, settings(tiny_zip, cache_dir, runs), trials=2, space=SPACE)
     finished = study.get_trials()[-1]
-    assert finished.state == TrialState.COMPLETE and history_of(finished) == history
+    assert finished.state == TrialState.COMPLETE and history_of(finished, runs) == history
     assert finished.user_attrs["ran_on"] == resumed.user_attrs["ran_on"]  # the run's own trainer's machine
 
 
@@ -316,8 +358,8 @@ def test_ctrl_c_queues_the_trial_again_to_resume_its_run_directory(tiny_zip, cac
 
     run_study(study, settings(tiny_zip, cache_dir, runs), trials=1, space=SPACE)
     resumed = study.get_trials()[1]
-    assert resumed.state == TrialState.COMPLETE and resumed.user_attrs["run_dir"] == str(run_dir)
-    assert history_of(resumed)[:1] == first_epoch and len(history_of(resumed)) == 2
+    assert resumed.state == TrialState.COMPLETE and runs / resumed.user_attrs["run"] == run_dir
+    assert history_of(resumed, runs)[:1] == first_epoch and len(history_of(resumed, runs)) == 2
     assert "| interrupted, resumed as trial 1 |" in describe_study(storage)  # trial 0's state
 
 
@@ -355,7 +397,8 @@ def test_the_book_gets_a_table_of_every_trial_and_optunas_plots(tiny_study, tmp_
     best = study.best_trial
     assert "2 trials" in table and "Trial 0's recipe is `batch_size=64`, `lr=0.02`;" in table
     for trial, changes in zip(study.trials, ["none (trial 0's recipe)", "`lr=0.05`"], strict=True):
-        environment = json.loads((Path(trial.user_attrs["run_dir"]) / "environment.json").read_text())
+        run_dir = Path(storage.removeprefix("sqlite:///")).parent / "runs" / trial.user_attrs["run"]
+        environment = json.loads((run_dir / "environment.json").read_text())
         assert trial.user_attrs["ran_on"] == f"{describe_hardware(environment)}, fp32"
         number = f"**{trial.number}**" if trial.number == best.number else str(trial.number)
         ran_on = trial.user_attrs["ran_on"]
@@ -465,6 +508,19 @@ def test_the_book_study_continues_in_todays_space(tmp_path):
     new = study.ask()
     suggested = {name: suggest(new, name, distribution) for name, distribution in STUDY_SPACE.items()}
     assert study.trials[new.number].params == suggested
+
+
+def test_the_book_study_names_no_machines_path():
+    """The committed study is published: no attribute of a trial may hold a path of the machine it ran on."""
+    database = sqlite3.connect(ROOT / "book" / "results" / "recipe_search" / "study.db")
+    with closing(database):
+        rows = database.execute(
+            "SELECT key, value_json FROM trial_user_attributes UNION ALL "
+            "SELECT key, value_json FROM trial_system_attributes"
+        ).fetchall()
+    assert rows, "the study records its trials' attributes"
+    absolute = [(key, value) for key, value in rows if re.search(r'"(/|~|[A-Za-z]:\\\\)', value)]
+    assert absolute == []
 
 
 def test_the_table_shows_what_each_trial_changes_and_what_the_queued_ones_will_train(tmp_path):
