@@ -28,12 +28,12 @@ browser:
 
 test: venv browser
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check erav1 scripts tests
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check erav1 scripts tests
+	$(VENV)/bin/ruff format --check .
 
 train: venv
 	$(VENV)/bin/erav1 train --data $(DATA) --run-dir runs/resnet18 --epochs 20

@@ -265,7 +265,7 @@ def start_worker(storage: str, tiny_zip: Path, cache_dir: Path, runs: Path) -> s
 def test_the_default_pruner_stops_the_bottom_quarter_from_half_way_on():
     """Optuna's percentile is the share of trials it keeps from the top, not the share it prunes.
 
-    With 25 the book's study kept only the top quarter: its trial 14, at its epoch 11 above two of the five
+    With 25 the book's study kept only the top quarter: its trial 14, at its epoch 11 above three of the five
     finished trials, was pruned. Here five finished trials score 80-84% at every epoch.
     """
     from erav1.recipe_study import default_pruner
