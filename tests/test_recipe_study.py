@@ -77,15 +77,15 @@ def history_of(trial: optuna.trial.FrozenTrial, runs: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tiny_zip, cache_dir, tmp_path_factory) -> tuple[str, optuna.Study]:
-    """Two trials, two at once: both learning rates of SPACE, two epochs each."""
+def tiny_study(tiny_zip, cache_dir, tmp_path_factory) -> tuple[str, optuna.Study, Path]:
+    """Two trials, two at once: both learning rates of SPACE, two epochs each; and their runs' folder."""
     folder = tmp_path_factory.mktemp("study")
     storage = f"sqlite:///{folder / 'study.db'}"
     study = open_study(storage, seed=0)
     for lr in (0.02, 0.05):
         study.enqueue_trial({"batch_size": 64, "lr": lr})
     run_study(study, settings(tiny_zip, cache_dir, folder / "runs"), trials=2, jobs=2, space=SPACE)
-    return storage, study
+    return storage, study, folder / "runs"
 
 
 @pytest.fixture
@@ -165,8 +165,7 @@ def test_two_threads_that_both_fail_a_stale_trial_queue_one_retry(tmp_path, slow
 
 @pytest.mark.slow
 def test_trials_run_erav1_train_and_report_every_epoch_of_its_history(tiny_study):
-    storage, study = tiny_study
-    runs = Path(storage.removeprefix("sqlite:///")).parent / "runs"
+    _, study, runs = tiny_study
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert {t.params["lr"] for t in trials} == {0.02, 0.05}
@@ -392,13 +391,12 @@ def test_kill_stops_a_background_worker_as_ctrl_c_does(tiny_zip, cache_dir, tmp_
 
 @pytest.mark.slow
 def test_the_book_gets_a_table_of_every_trial_and_optunas_plots(tiny_study, tmp_path):
-    storage, study = tiny_study
+    storage, study, runs = tiny_study
     table = describe_study(storage)
     best = study.best_trial
     assert "2 trials" in table and "Trial 0's recipe is `batch_size=64`, `lr=0.02`;" in table
     for trial, changes in zip(study.trials, ["none (trial 0's recipe)", "`lr=0.05`"], strict=True):
-        run_dir = Path(storage.removeprefix("sqlite:///")).parent / "runs" / trial.user_attrs["run"]
-        environment = json.loads((run_dir / "environment.json").read_text())
+        environment = json.loads((runs / trial.user_attrs["run"] / "environment.json").read_text())
         assert trial.user_attrs["ran_on"] == f"{describe_hardware(environment)}, fp32"
         number = f"**{trial.number}**" if trial.number == best.number else str(trial.number)
         ran_on = trial.user_attrs["ran_on"]
