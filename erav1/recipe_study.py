@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,15 +150,33 @@ class StudySettings:
     poll_s: float = 2.0
 
 
+class JudgedAt(optuna.pruners.BasePruner):
+    """Ask ``pruner`` only at the given epochs (steps), and let a trial go on at every other one.
+
+    A thin wrapper, as Optuna's own ``PatientPruner`` is: the judging stays the wrapped pruner's.
+    """
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, epochs: Iterable[int]) -> None:
+        self.pruner, self.epochs = pruner, frozenset(epochs)
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.last_step in self.epochs and self.pruner.prune(study, trial)
+
+
 def default_pruner(epochs: int = 20) -> optuna.pruners.BasePruner:
-    """Stop a trial that is in the bottom quarter of the earlier trials at the same epoch, from half-way on.
+    """Stop a trial that is in the bottom quarter of the finished trials, judged at half-way and at three quarters.
 
     OneCycle recipes differ most in the first half (a high peak LR scores low there, then overtakes while
     the LR anneals), so no trial is judged before half of its epochs, nor before 5 trials have finished to
-    compare with. The bottom quarter rather than the bottom half (the median) keeps the late bloomers a median
-    would cut. Optuna's percentile is the share it keeps from the top: 75 keeps three quarters.
+    compare with. Nor in the last quarter: stopping there saves at most a quarter of a trial and loses its
+    result, and the annealing reorders the trials most in those epochs (the book's trial 17 was stopped at
+    epoch 19 of 20, 0.04 points below the bottom quarter, when the rule judged every epoch from half-way on).
+    Optuna compares the trial's best epoch so far with the others at the same epoch. The bottom quarter rather
+    than the bottom half (the median) keeps the late bloomers a median would cut. Optuna's percentile is the
+    share it keeps from the top: 75 keeps three quarters.
     """
-    return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=epochs // 2)
+    percentile = optuna.pruners.PercentilePruner(75.0, n_startup_trials=5)
+    return JudgedAt(percentile, epochs=(epochs // 2, 3 * epochs // 4))
 
 
 def open_study(
