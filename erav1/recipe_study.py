@@ -285,6 +285,22 @@ def first_trials(space: Mapping[str, BaseDistribution] = SPACE) -> list[dict[str
     return [reference, *(reference | change for change in ONE_LEVER_AT_A_TIME)]
 
 
+def one_lever_trials(
+    study: optuna.Study, space: Mapping[str, BaseDistribution] = SPACE
+) -> list[tuple[dict[str, Any], optuna.trial.FrozenTrial | None]]:
+    """Each of :func:`first_trials`' changes (``{}`` for the reference) with its last finished trial, or None.
+
+    An interrupted trial, or one a pruner stopped in error, continues as a later trial with the same recipe,
+    so the last finished one has the final word.
+    """
+    finished = study.get_trials(deepcopy=False, states=FINISHED)
+    changes = ({}, *ONE_LEVER_AT_A_TIME)
+    return [
+        (change, next((t for t in reversed(finished) if t.params == params), None))
+        for change, params in zip(changes, first_trials(space), strict=True)
+    ]
+
+
 def winners_combined(study: optuna.Study, space: Mapping[str, BaseDistribution] = SPACE) -> dict[str, Any] | None:
     """The reference with every one-lever change that beat it on validation, once all of them have finished.
 
@@ -292,24 +308,23 @@ def winners_combined(study: optuna.Study, space: Mapping[str, BaseDistribution] 
     trials count (a pruned one trailed its peers), and it takes winners on two levers or more to make a new
     recipe. Where two values of one lever both won (Cutout p 0.5 and 0.25), the better one is taken.
     """
-    finished = study.get_trials(deepcopy=False, states=FINISHED)
-    reference, *single = first_trials(space)
-    trials = [next((t for t in finished if t.params == params), None) for params in (reference, *single)]
-    if None in trials or trials[0].state != TrialState.COMPLETE:
+    (_, reference), *single = one_lever_trials(study, space)
+    if reference is None or reference.state != TrialState.COMPLETE or any(trial is None for _, trial in single):
         return None
     winners = sorted(
         (
             (trial.value, change)
-            for change, trial in zip(ONE_LEVER_AT_A_TIME, trials[1:], strict=True)
-            if trial.state == TrialState.COMPLETE and trial.value > trials[0].value
+            for change, trial in single
+            if trial.state == TrialState.COMPLETE and trial.value > reference.value
         ),
         key=lambda winner: winner[0],
     )
     if len({frozenset(change) for _, change in winners}) < 2:
         return None
+    recipe = reference_recipe(space)
     for _, change in winners:  # the best last: of two values of one lever, it is the one that stays
-        reference |= change
-    return reference
+        recipe |= change
+    return recipe
 
 
 class QueueWinnersCombined:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from erav1.published import published_file, published_summaries
 from erav1.recipe_search import PUBLISHED_SEARCH
-from erav1.recipe_study import KEPT_SEEDS, SPACE, STUDY_NAME, best_recipe, changed_options, tidy
+from erav1.recipe_study import KEPT_SEEDS, SPACE, STUDY_NAME, best_recipe, changed_options, one_lever_trials, tidy
 from erav1.utils.rundir import CONFIG, ENVIRONMENT, HISTORY, read_json
 from erav1.utils.text import Markdown, markdown_table, percent, recipe_changes, recipe_settings
 
@@ -229,6 +230,81 @@ def _recipe(trial: FrozenTrial) -> dict[str, object]:
     """The trial's parameters, or those a queued trial waits with; 0.3 rather than 0.30000000000000004."""
     params = trial.params or trial.system_attrs.get("fixed_params", {})
     return {name: tidy(value) for name, value in params.items()}
+
+
+@dataclass(frozen=True)
+class LeverEffect:
+    """One lever changed alone: its trial's validation accuracy against trial 0's at the same epoch.
+
+    A complete trial is compared at the last epoch; a pruned one where the pruner stopped it, since
+    trial 0 stood elsewhere at that epoch than at the end.
+    """
+
+    change: dict[str, object]
+    trial: int
+    epoch: int
+    accuracy: float
+    reference: float
+    pruned: bool
+
+    @property
+    def points(self) -> float:
+        return 100 * (self.accuracy - self.reference)
+
+
+def lever_effects(
+    storage: str | None = None, name: str = STUDY_NAME, data_dir: str | os.PathLike = "~/.cache/erav1"
+) -> list[LeverEffect]:
+    """What each lever of the study's first trials did alone; levers whose trial has not finished are left out."""
+    study = load_existing_study(storage, name, data_dir)
+    if study is None:
+        return []
+    (_, reference), *single = one_lever_trials(study)
+    if reference is None or reference.state != TrialState.COMPLETE:
+        return []
+    effects = []
+    for change, trial in single:
+        if trial is None or not trial.intermediate_values:
+            continue
+        epoch = max(trial.intermediate_values)
+        effects.append(
+            LeverEffect(
+                change={key: tidy(value) for key, value in change.items()},
+                trial=trial.number,
+                epoch=epoch,
+                accuracy=trial.intermediate_values[epoch],
+                reference=reference.intermediate_values[epoch],
+                pruned=trial.state == TrialState.PRUNED,
+            )
+        )
+    return effects
+
+
+def describe_lever_effect(
+    change: Mapping[str, object],
+    storage: str | None = None,
+    name: str = STUDY_NAME,
+    data_dir: str | os.PathLike = "~/.cache/erav1",
+) -> Markdown:
+    """What the study measured for one lever changed alone, for a chapter that explains the lever (chapter 1's fill)."""
+    settings = recipe_settings(change)
+    effect = next((e for e in lever_effects(storage, name, data_dir) if e.change == dict(change)), None)
+    if effect is None:
+        return Markdown(f"Chapter 3's recipe study has not yet finished its trial of {settings} alone.")
+    if effect.pruned:
+        ended = (
+            f"was stopped by the pruner at epoch {effect.epoch} with {percent(effect.accuracy, 2)} validation "
+            f"accuracy, where trial 0 stood at {percent(effect.reference, 2)}"
+        )
+    else:
+        ended = (
+            f"ended at {percent(effect.accuracy, 2)} validation accuracy, against trial 0's "
+            f"{percent(effect.reference, 2)}"
+        )
+    return Markdown(
+        f"In chapter 3's recipe study, trial 0's recipe with {settings} and nothing else changed (trial "
+        f"{effect.trial}) {ended}: {effect.points:+.2f} points, one seed each."
+    )
 
 
 def draw_study(

@@ -674,3 +674,60 @@ def test_fewer_than_two_winners_queue_nothing(tmp_path):
         study.add_trial(optuna.create_trial(params=params, distributions=STUDY_SPACE, value=value))
     QueueWinnersCombined()(study, study.trials[-1])
     assert not study.get_trials(states=(TrialState.WAITING,)), "one winner is already a trial of its own"
+
+
+def add_finished_trial(study: optuna.Study, params: dict, curve: dict[int, float], pruned: bool = False) -> None:
+    """A trial that reported ``curve`` (epoch: validation accuracy) and completed at its last epoch, or was pruned."""
+    state = TrialState.PRUNED if pruned else TrialState.COMPLETE
+    value = None if pruned else curve[max(curve)]
+    trial = optuna.create_trial(
+        params=params, distributions=STUDY_SPACE, state=state, value=value, intermediate_values=curve
+    )
+    study.add_trial(trial)
+
+
+def test_a_lever_continued_after_a_pruner_erred_counts_with_its_last_trial(tmp_path):
+    """Trial 17 (Cutout p 0.25) was pruned in error and finished as trial 18: the finished one has the final word."""
+    from erav1.recipe_study import ONE_LEVER_AT_A_TIME, winners_combined
+
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}")
+    reference, *single = first_trials()
+    add_finished_trial(study, reference, {20: 0.92})
+    add_finished_trial(study, single[0], {15: 0.80}, pruned=True)
+    for index, params in enumerate(single):
+        add_finished_trial(study, params, {20: {0: 0.95, 1: 0.94}.get(index, 0.91)})
+    assert winners_combined(study) == reference | ONE_LEVER_AT_A_TIME[0] | ONE_LEVER_AT_A_TIME[1]
+
+
+def test_each_lever_alone_is_compared_with_trial_0_at_the_epoch_where_it_ended(tmp_path):
+    """Complete trials at the last epoch; a pruned one where it was stopped (trial 0 stood lower there)."""
+    from erav1.study_report import describe_lever_effect, lever_effects
+    from erav1.utils.plots import plot_lever_effects
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(storage)
+    reference, ema, half_batch, *_ = first_trials()
+    assert describe_lever_effect({"ema_decay": 0.995}, storage) == (
+        "Chapter 3's recipe study has not yet finished its trial of `ema_decay=0.995` alone."
+    )
+    add_finished_trial(study, reference, {10: 0.80, 15: 0.85, 20: 0.92})
+    add_finished_trial(study, ema, {10: 0.79, 15: 0.83}, pruned=True)
+    add_finished_trial(study, half_batch, {10: 0.81, 15: 0.86, 20: 0.9325})
+    study.enqueue_trial(first_trials()[3])  # waiting: no effect yet
+
+    ema_effect, half_batch_effect = lever_effects(storage)
+    assert (ema_effect.trial, ema_effect.epoch, ema_effect.pruned) == (1, 15, True)
+    assert ema_effect.points == pytest.approx(-2.0)
+    assert (half_batch_effect.change, half_batch_effect.epoch) == ({"batch_size": 256, "lr": 0.2}, 20)
+    assert half_batch_effect.points == pytest.approx(1.25)
+    assert describe_lever_effect({"batch_size": 256, "lr": 0.2}, storage) == (
+        "In chapter 3's recipe study, trial 0's recipe with `batch_size=256`, `lr=0.2` and nothing else changed "
+        "(trial 2) ended at 93.25% validation accuracy, against trial 0's 92.00%: +1.25 points, one seed each."
+    )
+    stopped = "was stopped by the pruner at epoch 15 with 83.00% validation accuracy, where trial 0 stood at 85.00%: "
+    assert stopped + "-2.00 points" in describe_lever_effect({"ema_decay": 0.995}, storage)
+
+    ax = plot_lever_effects(lever_effects(storage)).axes[0]
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["ema_decay=0.995", "batch_size=256, lr=0.2"]
+    assert [bar.get_width() for bar in ax.patches] == pytest.approx([-2.0, 1.25])
+    assert [bar.get_hatch() for bar in ax.patches] == ["//", None]

@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import seaborn as sns
@@ -28,6 +29,9 @@ from erav1.utils.gradcam import CAM_METHODS, MIN_MAP_SIZE, GradCamResult, overla
 from erav1.utils.lr_finder import LRRangeTest
 from erav1.utils.misclassified import Misclassified
 from erav1.utils.transforms import CUTOUT_FILLS, Augmentation, cutout, random_crop, random_horizontal_flip
+
+if TYPE_CHECKING:
+    from erav1.study_report import LeverEffect
 
 History = Sequence[dict[str, float]]
 
@@ -407,4 +411,42 @@ def plot_lr_range_test(test: LRRangeTest, chosen_lr: float) -> Figure:
     ax.axvline(suggestion, color="red", linestyle=":", label=f"suggestion {suggestion:.3g}")
     ax.set(title=f"LR range test: {len(test.lrs)} batches of {test.batch_size}, lr growing exponentially")
     ax.legend()
+    return fig
+
+
+# --- the recipe study (chapter 3) -------------------------------------------------------------
+
+
+def plot_lever_effects(effects: Sequence[LeverEffect]) -> Figure:
+    """One bar per lever changed alone: points of validation accuracy gained over trial 0, best on top.
+
+    A pruned trial is hatched and compared at the epoch where it was stopped, as :class:`LeverEffect` says.
+    """
+    ranked = sorted(effects, key=lambda effect: effect.points)
+    fig, axes = _figure(figsize=(8.0, 1.5 + 0.5 * max(len(ranked), 1)))
+    ax = axes[0, 0]
+    for row, effect in enumerate(ranked):
+        colour = "tab:green" if effect.points > 0 else "tab:red"
+        hatch = "//" if effect.pruned else None
+        ax.barh(row, effect.points, color=colour, alpha=0.45 if effect.pruned else 0.85, hatch=hatch, edgecolor=colour)
+        ending = f", pruned at epoch {effect.epoch}" if effect.pruned else ""
+        ax.annotate(
+            f"{effect.points:+.2f} (trial {effect.trial}{ending})",
+            (effect.points, row),
+            xytext=(4 if effect.points >= 0 else -4, 0),
+            textcoords="offset points",
+            ha="left" if effect.points >= 0 else "right",
+            va="center",
+            fontsize=9,
+        )
+    ax.set_yticks(range(len(ranked)), [", ".join(f"{k}={v}" for k, v in e.change.items()) for e in ranked])
+    ax.axvline(0, color="black", linewidth=0.8)
+    low = min((e.points for e in ranked), default=0.0)
+    high = max((e.points for e in ranked), default=0.0)
+    span = max(high - low, 0.5)
+    ax.set_xlim(min(low, 0.0) - 0.45 * span, max(high, 0.0) + 0.45 * span)  # room for the labels
+    ax.set(
+        xlabel="validation accuracy minus trial 0's at the same epoch (points)",
+        title="Each lever changed alone, against trial 0 (one seed each)",
+    )
     return fig
