@@ -170,7 +170,8 @@ def describe_cutout_fill(augmentation: Augmentation) -> Markdown:
     why = {
         "zero": "the fill the published runs were trained with. Which fill trains the better model in 20 epochs is a "
         "question for validation data, never the test set: chapter 3's recipe study searches "
-        "`cutout_fill`, and the book switches only when the study's validation accuracy says so.",
+        "`cutout_fill`, and the book's recipe changes only to the study's best recipe on validation, once its "
+        "three seeds have trained on the whole training set. What the study measured for the mean fill alone:",
         "mean": "the fill that chapter 3's recipe study chose on validation data, never on the test set.",
     }[augmentation.cutout_fill]
     return Markdown(
