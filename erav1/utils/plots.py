@@ -430,12 +430,11 @@ def plot_lever_effects(effects: Sequence[LeverEffect]) -> Figure:
         hatch = "//" if effect.pruned else None
         ax.barh(row, effect.points, color=colour, alpha=0.45 if effect.pruned else 0.85, hatch=hatch, edgecolor=colour)
         ending = f", pruned at epoch {effect.epoch}" if effect.pruned else ""
-        ax.annotate(
+        ax.annotate(  # right of the bar, or of zero for a loss, where the row is empty
             f"{effect.points:+.2f} (trial {effect.trial}{ending})",
-            (effect.points, row),
-            xytext=(4 if effect.points >= 0 else -4, 0),
+            (max(effect.points, 0.0), row),
+            xytext=(4, 0),
             textcoords="offset points",
-            ha="left" if effect.points >= 0 else "right",
             va="center",
             fontsize=9,
         )
@@ -443,8 +442,9 @@ def plot_lever_effects(effects: Sequence[LeverEffect]) -> Figure:
     ax.axvline(0, color="black", linewidth=0.8)
     low = min((e.points for e in ranked), default=0.0)
     high = max((e.points for e in ranked), default=0.0)
-    span = max(high - low, 0.5)
-    ax.set_xlim(min(low, 0.0) - 0.45 * span, max(high, 0.0) + 0.45 * span)  # room for the labels
+    left = min(low, 0.0) - 0.05 * max(high - low, 0.5)
+    right = max(high, 0.0)
+    ax.set_xlim(left, 2 * right - left)  # the labels get as much room as the bars
     ax.set(
         xlabel="validation accuracy minus trial 0's at the same epoch (points)",
         title="Each lever changed alone, against trial 0 (one seed each)",
