@@ -26,6 +26,7 @@ from erav1.utils.text import Markdown, markdown_table, percent, recipe_changes, 
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 NO_STUDY = "No recipe study has run yet: `scripts/search_recipe.py` starts one."
 STATES = {
@@ -278,6 +279,16 @@ def lever_effects(
             )
         )
     return effects
+
+
+def draw_lever_effects(
+    storage: str | None = None, name: str = STUDY_NAME, data_dir: str | os.PathLike = "~/.cache/erav1"
+) -> Figure | None:
+    """A bar for each lever changed alone (:func:`lever_effects`); None, which a cell shows as nothing, before any."""
+    from erav1.utils.plots import plot_lever_effects
+
+    effects = lever_effects(storage, name, data_dir)
+    return plot_lever_effects(effects) if effects else None
 
 
 def describe_lever_effect(

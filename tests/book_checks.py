@@ -24,14 +24,14 @@ EXPECTED_FIGURES = {
 
 
 def study_figures() -> int:
-    """How many of Optuna's plots chapter 3 shows of the committed study: none before it has a trial."""
+    """How many plots chapter 3 shows of the committed study: Optuna's, once it has a trial, and the lever bars."""
     import matplotlib.pyplot as plt
 
-    from erav1.study_report import draw_study
+    from erav1.study_report import draw_lever_effects, draw_study
 
     drawn, _ = draw_study()
     plt.close("all")
-    return len(drawn)
+    return len(drawn) + (draw_lever_effects() is not None)
 
 
 COLAB_BADGE = "images/colab-badge.svg"  # vendored beside the chapters

@@ -701,8 +701,7 @@ def test_a_lever_continued_after_a_pruner_erred_counts_with_its_last_trial(tmp_p
 
 def test_each_lever_alone_is_compared_with_trial_0_at_the_epoch_where_it_ended(tmp_path):
     """Complete trials at the last epoch; a pruned one where it was stopped (trial 0 stood lower there)."""
-    from erav1.study_report import describe_lever_effect, lever_effects
-    from erav1.utils.plots import plot_lever_effects
+    from erav1.study_report import describe_lever_effect, draw_lever_effects, lever_effects
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = open_study(storage)
@@ -710,6 +709,7 @@ def test_each_lever_alone_is_compared_with_trial_0_at_the_epoch_where_it_ended(t
     assert describe_lever_effect({"ema_decay": 0.995}, storage) == (
         "Chapter 3's recipe study has not yet finished its trial of `ema_decay=0.995` alone."
     )
+    assert draw_lever_effects(storage) is None, "no figure, rather than empty axes"
     add_finished_trial(study, reference, {10: 0.80, 15: 0.85, 20: 0.92})
     add_finished_trial(study, ema, {10: 0.79, 15: 0.83}, pruned=True)
     add_finished_trial(study, half_batch, {10: 0.81, 15: 0.86, 20: 0.9325})
@@ -727,7 +727,7 @@ def test_each_lever_alone_is_compared_with_trial_0_at_the_epoch_where_it_ended(t
     stopped = "was stopped by the pruner at epoch 15 with 83.00% validation accuracy, where trial 0 stood at 85.00%: "
     assert stopped + "-2.00 points" in describe_lever_effect({"ema_decay": 0.995}, storage)
 
-    ax = plot_lever_effects(lever_effects(storage)).axes[0]
+    ax = draw_lever_effects(storage).axes[0]
     assert [label.get_text() for label in ax.get_yticklabels()] == ["ema_decay=0.995", "batch_size=256, lr=0.2"]
     assert [bar.get_width() for bar in ax.patches] == pytest.approx([-2.0, 1.25])
     assert [bar.get_hatch() for bar in ax.patches] == ["//", None]
